@@ -1,0 +1,69 @@
+"""Settings in one place: file locations (overridable by environment) and limits.
+
+Paths derive from this file's location, so everything works from any working
+directory. Nothing here touches the disk at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT: Path = Path(__file__).resolve().parent.parent
+MODEL_DIR: Path = PROJECT_ROOT / "model"
+ASSETS_DIR: Path = PROJECT_ROOT / "assets"
+SHARED_DATA_DIR: Path = PROJECT_ROOT.parent / "shared" / "data"
+
+#: Side length of the square face crop the network sees.
+INPUT_SIZE: int = 128
+#: Side of the UTKFace "aligned & cropped" images the model was trained on.
+UTKFACE_CROP_SIZE: int = 200
+
+#: The shipped model and its card (metrics, data summary, history).
+DEFAULT_MODEL_PATH: Path = MODEL_DIR / "facelens_mobilenetv2_128.keras"
+DEFAULT_MODEL_CARD_PATH: Path = MODEL_DIR / "model_card.json"
+
+# Image intake limits: refuse decompression bombs, downscale big photos before detection.
+MAX_UPLOAD_MB: int = 25
+MAX_IMAGE_PIXELS: int = 60_000_000
+MAX_IMAGE_SIDE: int = 20_000
+DETECTION_MAX_SIDE: int = 1280
+MIN_FACE_SIZE: int = 24
+MAX_FACES: int = 20
+DETECTION_CONFIDENCE: float = 0.90
+
+
+def _path_from_env(name: str, default: Path) -> Path:
+    value = os.environ.get(name, "").strip()
+    return Path(value).expanduser() if value else default
+
+
+def model_path() -> Path:
+    """The model file to serve: ``FACELENS_MODEL`` or the shipped one."""
+    return _path_from_env("FACELENS_MODEL", DEFAULT_MODEL_PATH)
+
+
+def model_card_path() -> Path:
+    """The model card beside the model (``FACELENS_MODEL_CARD`` overrides)."""
+    return _path_from_env("FACELENS_MODEL_CARD", DEFAULT_MODEL_CARD_PATH)
+
+
+def utkface_dir() -> Path | None:
+    """A local UTKFace folder: ``UTKFACE_DIR``, else ``../shared/data/utkface/UTKFace``
+    when it exists, else None (the app and tests then run without real data)."""
+    path = _path_from_env("UTKFACE_DIR", SHARED_DATA_DIR / "utkface" / "UTKFace")
+    return path if path.is_dir() else None
+
+
+def imagenet_weights_path() -> Path | None:
+    """Local ImageNet weights for the MobileNetV2 backbone, or None when absent."""
+    path = _path_from_env(
+        "IMAGENET_WEIGHTS",
+        SHARED_DATA_DIR / "weights" / "mobilenet_v2_1.0_imagenet_notop.weights.h5",
+    )
+    return path if path.is_file() else None
+
+
+def cache_dir() -> Path:
+    """Where training keeps decoded-image caches (``FACELENS_CACHE``)."""
+    return _path_from_env("FACELENS_CACHE", Path.home() / ".cache" / "facelens")

@@ -1,0 +1,134 @@
+"""Pure metric functions over numpy arrays (no TensorFlow): MAE by group,
+accuracy, confusion matrices, expected calibration error."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from model.labels import AGE_GROUP_NAMES, ETHNICITIES, GENDERS, age_group
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """ECE of the top-class confidence: sum over bins of |accuracy - confidence| x share."""
+    probs = np.asarray(probabilities, np.float64)
+    if len(probs) == 0:
+        return float("nan")
+    confidence = probs.max(1)
+    correct = probs.argmax(1) == np.asarray(labels)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    ece = 0.0
+    for low, high in zip(edges[:-1], edges[1:]):
+        in_bin = (confidence > low) & (confidence <= high)
+        if in_bin.any():
+            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(ece)
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, classes: int) -> list[list[int]]:
+    """Rows = true class, columns = predicted class."""
+    matrix = np.zeros((classes, classes), np.int64)
+    np.add.at(matrix, (np.asarray(labels), np.asarray(predicted)), 1)
+    return matrix.tolist()
+
+
+def _rounded(value: float, digits: int = 4) -> float | None:
+    return None if value is None or np.isnan(value) else round(float(value), digits)
+
+
+def classification_report(probabilities: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> dict:
+    probs = np.asarray(probabilities)
+    labels = np.asarray(labels)
+    predicted = probs.argmax(1)
+    per_class = {}
+    for code, name in enumerate(names):
+        true_here = labels == code
+        pred_here = predicted == code
+        tp = int((true_here & pred_here).sum())
+        recall = tp / true_here.sum() if true_here.any() else float("nan")
+        precision = tp / pred_here.sum() if pred_here.any() else float("nan")
+        per_class[name] = {
+            "n": int(true_here.sum()),
+            "recall": _rounded(recall),
+            "precision": _rounded(precision),
+        }
+    recalls = [v["recall"] for v in per_class.values() if v["recall"] is not None]
+    return {
+        "accuracy": _rounded((predicted == labels).mean() if len(labels) else float("nan")),
+        "balanced_accuracy": _rounded(float(np.mean(recalls)) if recalls else float("nan")),
+        "ece": _rounded(expected_calibration_error(probs, labels)),
+        "per_class": per_class,
+        "confusion_matrix": confusion_matrix(labels, predicted, len(names)),
+        "labels": list(names),
+    }
+
+
+def age_report(true_age: np.ndarray, predicted_age: np.ndarray, intervals: np.ndarray | None = None) -> dict:
+    true_age = np.asarray(true_age, np.float64)
+    predicted_age = np.asarray(predicted_age, np.float64)
+    errors = np.abs(true_age - predicted_age)
+    groups = np.array([age_group(a) for a in true_age])
+    by_group = {}
+    for name in AGE_GROUP_NAMES:
+        here = groups == name
+        by_group[name] = {
+            "n": int(here.sum()),
+            "mae": _rounded(errors[here].mean()) if here.any() else None,
+            "bias": _rounded((predicted_age[here] - true_age[here]).mean()) if here.any() else None,
+        }
+    report = {
+        "mae": _rounded(errors.mean() if len(errors) else float("nan")),
+        "median_absolute_error": _rounded(np.median(errors) if len(errors) else float("nan")),
+        "within_5_years": _rounded((errors <= 5).mean() if len(errors) else float("nan")),
+        "within_10_years": _rounded((errors <= 10).mean() if len(errors) else float("nan")),
+        "by_age_group": by_group,
+    }
+    if intervals is not None and len(errors):
+        intervals = np.asarray(intervals)
+        inside = (true_age >= intervals[:, 0]) & (true_age <= intervals[:, 1])
+        report["interval_coverage"] = _rounded(inside.mean())
+        report["interval_mean_width"] = _rounded((intervals[:, 1] - intervals[:, 0]).mean())
+    return report
+
+
+def full_report(
+    ages: np.ndarray,
+    genders: np.ndarray,
+    ethnicities: np.ndarray,
+    predicted_age: np.ndarray,
+    age_interval: np.ndarray,
+    gender_probs: np.ndarray,
+    ethnicity_probs: np.ndarray,
+) -> dict:
+    """Everything the evaluate CLI and the model card report, as one JSON-able dict."""
+    ages, genders, ethnicities = (np.asarray(a) for a in (ages, genders, ethnicities))
+    age = age_report(ages, predicted_age, age_interval)
+    gender = classification_report(gender_probs, genders, GENDERS)
+    ethnicity = classification_report(ethnicity_probs, ethnicities, ETHNICITIES)
+    errors = np.abs(ages - np.asarray(predicted_age))
+    g_pred = np.asarray(gender_probs).argmax(1)
+    e_pred = np.asarray(ethnicity_probs).argmax(1)
+
+    def group_metrics(mask: np.ndarray) -> dict:
+        if not mask.any():
+            return {"n": 0, "age_mae": None, "gender_accuracy": None, "ethnicity_accuracy": None}
+        return {
+            "n": int(mask.sum()),
+            "age_mae": _rounded(errors[mask].mean()),
+            "gender_accuracy": _rounded((g_pred[mask] == genders[mask]).mean()),
+            "ethnicity_accuracy": _rounded((e_pred[mask] == ethnicities[mask]).mean()),
+        }
+
+    return {
+        "n": int(len(ages)),
+        "age_mae": age["mae"],
+        "gender_accuracy": gender["accuracy"],
+        "ethnicity_accuracy": ethnicity["accuracy"],
+        "age_within_5_years": age["within_5_years"],
+        "gender_ece": gender["ece"],
+        "ethnicity_ece": ethnicity["ece"],
+        "age": age,
+        "gender": gender,
+        "ethnicity": ethnicity,
+        "by_gender": {name: group_metrics(genders == code) for code, name in enumerate(GENDERS)},
+        "by_ethnicity": {name: group_metrics(ethnicities == code) for code, name in enumerate(ETHNICITIES)},
+    }
