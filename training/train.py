@@ -256,7 +256,6 @@ def load_split_arrays(samples, cfg: TrainConfig, desc: str):
 
 def run(cfg: TrainConfig) -> dict:
     import keras
-    import tensorflow as tf
 
     from model.architecture import build_model, freeze_backbone, unfreeze_backbone
     from training.data import index_dataset
