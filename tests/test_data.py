@@ -85,6 +85,8 @@ def test_duplicates_collapse_and_conflicts_are_dropped(tmp_path):
     assert len({s.digest for s in index.samples}) == len(index.samples)
     kept_all = index_utkface_dir(tmp_path, dedupe=False)
     assert len(kept_all.samples) == 8
+    assert kept_all.duplicate_groups == 2 and kept_all.conflicting_groups == 1
+    assert kept_all.duplicates_removed == 0 and kept_all.conflicting_removed == 0
 
 
 def test_split_is_deterministic_stable_and_leak_free(tmp_path):

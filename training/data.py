@@ -131,7 +131,7 @@ def _dedupe(samples: Iterable[Sample], index: DataIndex, dedupe: bool = True) ->
     """Keep one sample per content hash; drop whole groups whose labels disagree.
 
     With ``dedupe=False`` (evaluation of a given folder) every sample is kept, but
-    duplicate groups are still counted.
+    duplicate and conflicting groups are still counted (nothing is removed).
     """
     samples = list(samples)
     groups: dict[str, list[Sample]] = defaultdict(list)
@@ -145,9 +145,9 @@ def _dedupe(samples: Iterable[Sample], index: DataIndex, dedupe: bool = True) ->
         index.duplicate_groups += 1
         if len({m.labels for m in members}) > 1:
             index.conflicting_groups += 1
-            index.conflicting_removed += len(members)
+            index.conflicting_removed += len(members) if dedupe else 0
             continue
-        index.duplicates_removed += len(members) - 1
+        index.duplicates_removed += len(members) - 1 if dedupe else 0
         kept.append(min(members, key=lambda s: s.name))
     if not dedupe:
         kept = samples
