@@ -23,9 +23,9 @@ from model.settings import INPUT_SIZE
 
 OUTPUT_NAMES: tuple[str, ...] = ("age", "age_dist", "gender", "ethnicity")
 LAST_CONV_LAYER: str = "out_relu"
-#: First backbone layer that fine-tuning unfreezes (blocks 6..16 and Conv_1):
-#: lower blocks hold generic edges/textures and cost most of the backward pass.
-DEFAULT_FINE_TUNE_FROM: str = "block_6_expand"
+#: First backbone layer that fine-tuning unfreezes (blocks 3..16 and Conv_1):
+#: the lowest blocks hold generic edges/textures and cost much of the backward pass.
+DEFAULT_FINE_TUNE_FROM: str = "block_3_expand"
 
 
 def build_model(
