@@ -1,0 +1,103 @@
+"""Detection: MTCNN rows are parsed and filtered purely; the wrapper downscales big
+photos and maps back; a real MTCNN finds the astronaut and nothing in noise."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from model.face_detect import Detection, FaceDetector, TooManyFacesError, filter_detections, parse_mtcnn_rows
+
+
+def _row(x1, y1, x2, y2, conf, lm_x=(1, 2, 3, 4, 5), lm_y=(6, 7, 8, 9, 10)):
+    return [0, x1, y1, x2, y2, conf, *lm_x, *lm_y]
+
+
+def _det(x, y, w, h, conf=0.99) -> Detection:
+    return Detection((x, y, w, h), conf, {})
+
+
+class FakeMTCNN:
+    """Returns fixed rows in detection-image pixels and records what it was given."""
+
+    def __init__(self, rows):
+        self.rows = np.asarray(rows, np.float64).reshape(-1, 16)
+        self.calls = []
+
+    def detect_faces(self, image, **kwargs):
+        self.calls.append((image.shape, kwargs))
+        return self.rows.copy()
+
+
+def test_parse_rows_to_photo_pixels_and_plain_floats():
+    rows = np.array([_row(10, 20, 50, 80, np.float32(0.97))], np.float64)
+    (det,) = parse_mtcnn_rows(rows, scale=0.5)
+    assert det.box == (20.0, 40.0, 80.0, 120.0)
+    assert det.landmarks["left_eye"] == (2.0, 12.0) and det.landmarks["mouth_right"] == (10.0, 20.0)
+    assert type(det.confidence) is float and all(type(v) is float for v in det.box)
+    json.dumps({"box": det.box, "c": det.confidence, "lm": det.landmarks})  # no numpy scalars
+    assert parse_mtcnn_rows(np.empty((0, 16))) == []
+
+
+def test_filter_drops_weak_and_small_faces_and_sorts_left_to_right():
+    dets = [_det(300, 10, 50, 50), _det(10, 10, 50, 50, conf=0.85), _det(100, 200, 50, 50), _det(100, 5, 50, 50),
+            _det(500, 10, 10, 60)]
+    kept = filter_detections(dets, min_confidence=0.9, min_face_size=24)
+    assert [d.box[:2] for d in kept] == [(100, 5), (100, 200), (300, 10)]
+
+
+def test_detector_downscales_big_photos_and_maps_back():
+    fake = FakeMTCNN([_row(100, 50, 200, 170, 0.99, lm_x=(120, 180, 150, 125, 175), lm_y=(90, 90, 120, 150, 150))])
+    detector = FaceDetector(max_side=1000, mtcnn=fake)
+    photo = np.zeros((1500, 2000, 3), np.uint8)
+    (det,) = detector.detect(photo)
+    assert fake.calls[0][0] == (750, 1000, 3)  # detection ran on a half-size copy
+    assert det.box == pytest.approx((200, 100, 200, 240))
+    assert det.landmarks["right_eye"] == pytest.approx((360, 180))
+
+
+def test_detector_limits_and_edge_cases():
+    many = [_row(60 * i, 0, 60 * i + 50, 50, 0.99) for i in range(5)]
+    with pytest.raises(TooManyFacesError, match="found 5 faces; at most 3") as info:
+        FaceDetector(max_faces=3, mtcnn=FakeMTCNN(many)).detect(np.zeros((100, 400, 3), np.uint8))
+    assert info.value.count == 5 and info.value.limit == 3
+    fake = FakeMTCNN(many)
+    assert FaceDetector(mtcnn=fake).detect(np.zeros((8, 400, 3), np.uint8)) == []  # too small for MTCNN
+    assert fake.calls == []
+    weak = FakeMTCNN([_row(0, 0, 50, 50, 0.80)])  # a typical MTCNN false positive
+    assert FaceDetector(mtcnn=weak).detect(np.zeros((100, 100, 3), np.uint8)) == []
+
+
+@pytest.fixture(scope="module")
+def detector() -> FaceDetector:
+    return FaceDetector()
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    from skimage import data
+
+    return data.astronaut()
+
+
+def test_real_mtcnn_finds_the_astronaut_at_several_sizes(detector, astronaut):
+    (face,) = detector.detect(astronaut)
+    x, y, w, h = face.box
+    assert 150 < x < 210 and 40 < y < 90 and 70 < w < 110 and 90 < h < 140
+    assert face.confidence > 0.99
+    le, re = face.landmarks["left_eye"], face.landmarks["right_eye"]
+    assert x < le[0] < re[0] < x + w and y < le[1] < y + h
+    # 480 px tall (an ~80 px face) and a 4x upscale that is detected on a downscaled copy.
+    for size in (480, 2048):
+        resized = cv2.resize(astronaut, (size, size), interpolation=cv2.INTER_AREA if size < 512 else cv2.INTER_CUBIC)
+        (scaled,) = detector.detect(resized)
+        assert scaled.box[0] == pytest.approx(x * size / 512, rel=0.1, abs=6)
+
+
+def test_real_mtcnn_finds_nothing_in_noise_or_flat_images(detector):
+    rng = np.random.default_rng(0)
+    assert detector.detect(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)) == []
+    assert detector.detect(np.full((240, 320, 3), 128, np.uint8)) == []
