@@ -90,11 +90,17 @@ def test_real_mtcnn_finds_the_astronaut_at_several_sizes(detector, astronaut):
     assert face.confidence > 0.99
     le, re = face.landmarks["left_eye"], face.landmarks["right_eye"]
     assert x < le[0] < re[0] < x + w and y < le[1] < y + h
-    # 480 px tall (an ~80 px face) and a 4x upscale that is detected on a downscaled copy.
+    # 480 px (an ~80 px face: missed if MTCNN's pyramid is shifted by min_face_size)
+    # and a 4x upscale, detected on a downscaled copy and mapped back. At 2048 px a
+    # patch of the suit also scores 0.904 (kept by the 0.90 threshold), so take the
+    # most confident face there.
     for size in (480, 2048):
         resized = cv2.resize(astronaut, (size, size), interpolation=cv2.INTER_AREA if size < 512 else cv2.INTER_CUBIC)
-        (scaled,) = detector.detect(resized)
-        assert scaled.box[0] == pytest.approx(x * size / 512, rel=0.1, abs=6)
+        faces = detector.detect(resized)
+        assert len(faces) == 1 or size > 1280
+        best = max(faces, key=lambda f: f.confidence)
+        assert best.box[0] == pytest.approx(x * size / 512, rel=0.05, abs=4)
+        assert best.box[2] == pytest.approx(w * size / 512, rel=0.15)
 
 
 def test_real_mtcnn_finds_nothing_in_noise_or_flat_images(detector):
