@@ -1,0 +1,249 @@
+"""The face pipeline's public facade: photo in, one typed result per face out.
+
+    analyzer = FaceAnalyzer()          # loads the model and MTCNN once, warms both up
+    faces = analyzer.analyze("photo.jpg")
+
+Stages: intake (model.image_io) -> detection (model.face_detect) -> alignment to
+UTKFace framing (model.align) -> one batched compiled call for all faces
+(model.inference.Predictor) -> results. The app, the predict CLI, the benchmark and
+the tests all go through this class, so they see the same numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model import settings
+from model.align import align_face
+from model.face_detect import Detection, FaceDetector, TooManyFacesError
+from model.image_io import ImageError, ImageSource, load_image
+from model.labels import ETHNICITIES, GENDERS, HEAD_NAMES, age_group
+
+__all__ = ["FaceAnalyzer", "FaceResult", "ImageError", "TooManyFacesError", "card_flip_tta"]
+
+
+@dataclass
+class FaceResult:
+    """Everything the pipeline knows about one face of a photo."""
+
+    index: int  # 0.. left to right
+    box: tuple[int, int, int, int]  # x, y, w, h in original photo pixels (after EXIF transpose)
+    detection_confidence: float
+    landmarks: dict[str, tuple[float, float]]  # left_eye, right_eye, nose, mouth_left, mouth_right (photo px)
+    age: float
+    age_interval: tuple[float, float]
+    age_group: str
+    gender: str
+    gender_probability: float
+    ethnicity: str
+    ethnicity_probabilities: dict[str, float]  # all five, in labels.ETHNICITIES order
+    gender_probabilities: dict[str, float]
+    face_input: np.ndarray = field(repr=False)  # (128, 128, 3) uint8, exactly what the model saw
+    crop_affine: np.ndarray = field(repr=False)  # 2x3 float64: photo (x, y) -> face_input pixel (x, y)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able public fields (plain Python ints/floats/strings)."""
+        return {
+            "index": int(self.index),
+            "box": [int(v) for v in self.box],
+            "detection_confidence": float(self.detection_confidence),
+            "landmarks": {k: [float(v[0]), float(v[1])] for k, v in self.landmarks.items()},
+            "age": float(self.age),
+            "age_interval": [float(v) for v in self.age_interval],
+            "age_group": self.age_group,
+            "gender": self.gender,
+            "gender_probability": float(self.gender_probability),
+            "gender_probabilities": {k: float(v) for k, v in self.gender_probabilities.items()},
+            "ethnicity": self.ethnicity,
+            "ethnicity_probabilities": {k: float(v) for k, v in self.ethnicity_probabilities.items()},
+        }
+
+
+def card_flip_tta(model_path: Path | None, default: bool = True) -> bool:
+    """The model card's ``flip_tta`` choice (made on validation data at export), if a card is found.
+
+    Looks beside the model file, then at ``settings.model_card_path()`` when the
+    model is the configured one; a missing or unreadable card gives ``default``.
+    """
+    candidates: list[Path] = []
+    if model_path is not None:
+        candidates.append(Path(model_path).with_name("model_card.json"))
+        if Path(model_path).resolve() == settings.model_path().resolve():
+            candidates.append(settings.model_card_path())
+    for card in candidates:
+        try:
+            value = json.loads(card.read_text()).get("flip_tta")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(value, bool):
+            return value
+    return default
+
+
+def _box_ints(box: tuple[float, float, float, float], height: int, width: int) -> tuple[int, int, int, int]:
+    x, y, w, h = box
+    x0, y0 = max(0, int(np.floor(x))), max(0, int(np.floor(y)))
+    x1, y1 = min(width, int(np.ceil(x + w))), min(height, int(np.ceil(y + h)))
+    return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
+
+
+class FaceAnalyzer:
+    """Detect, align and analyse every face of a photo. Load once, call many times.
+
+    ``model_path`` defaults to ``settings.model_path()`` (``FACELENS_MODEL`` or the
+    shipped model); ``model`` injects a loaded Keras model instead; ``detector`` a
+    :class:`FaceDetector` (or anything with ``detect(photo) -> list[Detection]``).
+    ``flip_tta`` defaults to the model card's choice, else True.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        model=None,
+        detector=None,
+        flip_tta: bool | None = None,
+        warm_up: bool = True,
+    ):
+        from model.architecture import load_model
+        from model.inference import Predictor
+
+        self.model_path: Path | None = None
+        if model is None:
+            self.model_path = Path(model_path) if model_path is not None else settings.model_path()
+            if not self.model_path.is_file():
+                raise FileNotFoundError(
+                    f"model file not found: {self.model_path} (train one, or set FACELENS_MODEL)"
+                )
+            model = load_model(self.model_path)
+        if flip_tta is None:
+            flip_tta = card_flip_tta(self.model_path)
+        self.model = model
+        self.predictor = Predictor(model, flip_tta=bool(flip_tta))
+        self.input_size = self.predictor.input_size
+        self.detector = detector if detector is not None else FaceDetector()
+        #: Seconds per stage of the latest :meth:`analyze` call (decode, detect, align, model, total).
+        self.last_timings: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._explainer = None
+        self._explain_photo: str | None = None
+        self._explain_cache: dict[tuple, Any] = {}
+        if warm_up:
+            self.warm_up()
+
+    @property
+    def flip_tta(self) -> bool:
+        return self.predictor.flip_tta
+
+    def warm_up(self) -> None:
+        """Trace the compiled model call and MTCNN once, so the first photo isn't slow."""
+        self.predictor(np.zeros((1, self.input_size, self.input_size, 3), np.uint8))
+        warm = getattr(self.detector, "warm_up", None)
+        if callable(warm):
+            warm()
+
+    def load_photo(self, image: ImageSource) -> np.ndarray:
+        """path | bytes | file object | PIL image | array -> HxWx3 uint8 RGB, EXIF applied.
+
+        Raises :class:`ImageError` with a message meant for the user.
+        """
+        return load_image(image)
+
+    def analyze(self, image: ImageSource) -> list[FaceResult]:
+        """Every face in the photo, left to right; [] when there is none.
+
+        Raises :class:`ImageError` for unusable input and :class:`TooManyFacesError`
+        for crowds above ``settings.MAX_FACES``.
+        """
+        t0 = time.perf_counter()
+        photo = self.load_photo(image)
+        t1 = time.perf_counter()
+        detections: list[Detection] = self.detector.detect(photo)
+        t2 = time.perf_counter()
+        aligned = [align_face(photo, d.landmarks, input_size=self.input_size) for d in detections]
+        t3 = time.perf_counter()
+        results: list[FaceResult] = []
+        if aligned:
+            # All faces in one compiled call (never one model call per face).
+            outputs = self.predictor(np.stack([a.face_input for a in aligned]))
+            h, w = photo.shape[:2]
+            for i, (det, face) in enumerate(zip(detections, aligned, strict=True)):
+                results.append(self._result(i, det, face, outputs, h, w))
+        t4 = time.perf_counter()
+        self.last_timings = {
+            "decode": t1 - t0,
+            "detect": t2 - t1,
+            "align": t3 - t2,
+            "model": t4 - t3,
+            "total": t4 - t0,
+        }
+        return results
+
+    @staticmethod
+    def _result(i: int, det: Detection, face, outputs, height: int, width: int) -> FaceResult:
+        gender_p = {name: float(p) for name, p in zip(GENDERS, outputs.gender[i], strict=True)}
+        eth_p = {name: float(p) for name, p in zip(ETHNICITIES, outputs.ethnicity[i], strict=True)}
+        gender = max(gender_p, key=gender_p.__getitem__)
+        ethnicity = max(eth_p, key=eth_p.__getitem__)
+        age = float(outputs.age[i])
+        low, high = (float(v) for v in outputs.age_interval[i])
+        return FaceResult(
+            index=i,
+            box=_box_ints(det.box, height, width),
+            detection_confidence=float(det.confidence),
+            landmarks={k: (float(v[0]), float(v[1])) for k, v in det.landmarks.items()},
+            age=age,
+            age_interval=(low, high),
+            age_group=age_group(age),
+            gender=gender,
+            gender_probability=gender_p[gender],
+            ethnicity=ethnicity,
+            ethnicity_probabilities=eth_p,
+            gender_probabilities=gender_p,
+            face_input=face.face_input,
+            crop_affine=face.crop_affine,
+        )
+
+    def explain(
+        self,
+        image: ImageSource,
+        face: FaceResult,
+        head: str,
+        target: int | None = None,
+        method: str = "gradcam",
+        alpha: float = 0.45,
+    ):
+        """Grad-CAM (or another method of model.gradcam) for one head of one face.
+
+        Results are cached per (face, head, target, method, alpha) while the same
+        photo is being explained; a new photo clears the cache (memory only).
+        """
+        if head not in HEAD_NAMES:
+            raise ValueError(f"head must be one of {HEAD_NAMES}, got {head!r}")
+        from model import gradcam
+
+        photo = self.load_photo(image)
+        fingerprint = hashlib.blake2b(photo.tobytes(), digest_size=16).hexdigest() + str(photo.shape)
+        key = (face.index, tuple(face.box), head, target, method, float(alpha))
+        with self._lock:
+            if self._explain_photo != fingerprint:
+                self._explain_photo = fingerprint
+                self._explain_cache = {}
+            cached = self._explain_cache.get(key)
+            if cached is not None:
+                return cached
+            if self._explainer is None:
+                self._explainer = gradcam.GradCamExplainer(self.model)
+            explanation = gradcam.explain_face(
+                self._explainer, photo, face, head, target=target, method=method, alpha=alpha
+            )
+            self._explain_cache[key] = explanation
+            return explanation

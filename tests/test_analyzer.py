@@ -1,0 +1,222 @@
+"""The FaceAnalyzer facade on a real portrait (scikit-image's astronaut, Eileen Collins).
+
+Shape, type and geometry checks run with an untrained model of the shipped
+architecture; the accuracy checks need the trained model file and skip without it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model import settings
+from model.analyzer import FaceAnalyzer, FaceResult, ImageError, TooManyFacesError, card_flip_tta
+from model.face_detect import FaceDetector
+from model.labels import AGE_GROUP_NAMES, ETHNICITIES, GENDERS
+
+needs_trained_model = pytest.mark.skipif(
+    not settings.DEFAULT_MODEL_PATH.is_file(),
+    reason=f"accuracy checks need the trained model {settings.DEFAULT_MODEL_PATH.name} (not shipped yet)",
+)
+
+
+@pytest.fixture(scope="module")
+def analyzer(untrained_model) -> FaceAnalyzer:
+    return FaceAnalyzer(model=untrained_model)
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    from skimage import data
+
+    return data.astronaut()
+
+
+@pytest.fixture(scope="module")
+def astronaut_face(analyzer, astronaut) -> FaceResult:
+    faces = analyzer.analyze(astronaut)
+    assert len(faces) == 1
+    return faces[0]
+
+
+def _encode(array: np.ndarray, fmt: str, mode: str | None = None, **kwargs) -> bytes:
+    image = Image.fromarray(array)
+    if mode:
+        image = image.convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def _box_close(a, b, tol: float = 8) -> bool:
+    return all(abs(x - y) <= tol for x, y in zip(a, b, strict=True))
+
+
+def test_astronaut_gives_one_sane_face(astronaut_face, astronaut):
+    face = astronaut_face
+    x, y, w, h = face.box
+    assert all(type(v) is int for v in face.box)
+    assert 150 < x < 210 and 40 < y < 90 and 70 < w < 110 and 90 < h < 140
+    assert x + w <= astronaut.shape[1] and y + h <= astronaut.shape[0]
+    assert face.index == 0 and face.detection_confidence > 0.95
+    for px, py in face.landmarks.values():
+        assert x - 5 < px < x + w + 5 and y - 5 < py < y + h + 5
+
+
+def test_result_types_and_probabilities(astronaut_face):
+    face = astronaut_face
+    assert isinstance(face.age, float) and 0 <= face.age <= 116
+    low, high = face.age_interval
+    assert low <= face.age <= high
+    assert face.age_group in AGE_GROUP_NAMES
+    assert face.gender in GENDERS and face.ethnicity in ETHNICITIES
+    assert list(face.ethnicity_probabilities) == list(ETHNICITIES)
+    assert list(face.gender_probabilities) == list(GENDERS)
+    assert sum(face.ethnicity_probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+    assert sum(face.gender_probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+    assert face.gender_probability == max(face.gender_probabilities.values()) >= 0.5
+    assert face.ethnicity_probabilities[face.ethnicity] == max(face.ethnicity_probabilities.values())
+    assert face.face_input.shape == (settings.INPUT_SIZE, settings.INPUT_SIZE, 3)
+    assert face.face_input.dtype == np.uint8
+    assert face.crop_affine.shape == (2, 3)
+
+
+def test_to_dict_is_json_with_plain_numbers(astronaut_face):
+    d = astronaut_face.to_dict()
+    assert "face_input" not in d and "crop_affine" not in d
+    again = json.loads(json.dumps(d))
+    assert again["box"] == list(astronaut_face.box)
+    assert again["gender"] == astronaut_face.gender
+
+
+def test_crop_affine_puts_the_eyes_where_utkface_crops_have_them(astronaut_face):
+    from model.align import TEMPLATE, apply_affine
+
+    eyes = apply_affine(astronaut_face.crop_affine, [astronaut_face.landmarks["left_eye"], astronaut_face.landmarks["right_eye"]])
+    expected = TEMPLATE[:2] * settings.INPUT_SIZE / settings.UTKFACE_CROP_SIZE
+    np.testing.assert_allclose(eyes, expected, atol=3)
+
+
+def test_model_input_is_what_the_model_is_fed(analyzer, astronaut_face):
+    direct = analyzer.predictor(astronaut_face.face_input[None])
+    assert float(direct.age[0]) == pytest.approx(astronaut_face.age, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    ["png", "jpeg", "grayscale", "rgba", "exif_rotated", "pil", "file_object"],
+)
+def test_same_face_from_every_kind_of_input(analyzer, astronaut, astronaut_face, variant):
+    if variant == "png":
+        source = _encode(astronaut, "PNG")
+    elif variant == "jpeg":
+        source = _encode(astronaut, "JPEG", quality=92)
+    elif variant == "grayscale":
+        source = _encode(astronaut, "PNG", mode="L")
+    elif variant == "rgba":
+        rgba = np.dstack([astronaut, np.full(astronaut.shape[:2], 255, np.uint8)])
+        source = _encode(rgba, "PNG")
+    elif variant == "exif_rotated":
+        # Stored sideways as a phone would, with the EXIF tag that turns it upright.
+        exif = Image.Exif()
+        exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+        source = _encode(np.ascontiguousarray(np.rot90(astronaut, 1)), "JPEG", quality=92, exif=exif.tobytes())
+    elif variant == "pil":
+        source = Image.fromarray(astronaut)
+    else:
+        source = io.BytesIO(_encode(astronaut, "PNG"))
+    faces = analyzer.analyze(source)
+    assert len(faces) == 1
+    assert _box_close(faces[0].box, astronaut_face.box), (faces[0].box, astronaut_face.box)
+    if variant in ("png", "pil", "file_object", "rgba"):
+        assert faces[0].age == pytest.approx(astronaut_face.age, abs=1e-3)
+
+
+def test_two_copies_side_by_side_give_two_faces_left_to_right(analyzer, astronaut, astronaut_face):
+    pair = np.hstack([astronaut, astronaut])
+    faces = analyzer.analyze(pair)
+    assert [f.index for f in faces] == [0, 1]
+    assert _box_close(faces[0].box, astronaut_face.box)
+    shifted = (astronaut_face.box[0] + 512, *astronaut_face.box[1:])
+    assert _box_close(faces[1].box, shifted)
+    assert faces[0].age == pytest.approx(faces[1].age, abs=0.5)
+
+
+def test_too_many_faces_is_a_clear_error(untrained_model, astronaut):
+    small = FaceAnalyzer(model=untrained_model, detector=FaceDetector(max_faces=1), warm_up=False)
+    with pytest.raises(TooManyFacesError, match="found 2 faces"):
+        small.analyze(np.hstack([astronaut, astronaut]))
+
+
+def test_noise_gives_no_face_and_bad_input_a_clear_error(analyzer, tmp_path):
+    rng = np.random.default_rng(0)
+    assert analyzer.analyze(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)) == []
+    assert analyzer.last_timings["model"] >= 0 and set(analyzer.last_timings) == {"decode", "detect", "align", "model", "total"}
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(ImageError, match="not an image"):
+        analyzer.analyze(text)
+    jpeg = _encode(rng.integers(0, 256, (300, 300, 3), dtype=np.uint8), "JPEG")
+    with pytest.raises(ImageError, match="truncated"):
+        analyzer.analyze(jpeg[: len(jpeg) // 3])
+    with pytest.raises(ImageError):
+        analyzer.load_photo(np.zeros((0, 0, 3), np.uint8))
+
+
+def test_flip_tta_default_comes_from_the_model_card(tmp_path, untrained_model_path):
+    assert card_flip_tta(tmp_path / "absent.keras") is True
+    (tmp_path / "model_card.json").write_text(json.dumps({"flip_tta": False}))
+    assert card_flip_tta(tmp_path / "m.keras") is False
+    (tmp_path / "model_card.json").write_text("{not json")
+    assert card_flip_tta(tmp_path / "m.keras") is True
+
+
+def test_loads_a_model_file_and_reports_a_missing_one(untrained_model_path, tmp_path):
+    with pytest.raises(FileNotFoundError, match="FACELENS_MODEL"):
+        FaceAnalyzer(tmp_path / "missing.keras")
+    loaded = FaceAnalyzer(untrained_model_path, flip_tta=False, warm_up=False)
+    assert loaded.flip_tta is False and loaded.model_path == untrained_model_path
+
+
+def test_explain_delegates_to_gradcam_and_caches_per_photo(analyzer, astronaut, astronaut_face, monkeypatch):
+    import model
+
+    calls = []
+    fake = types.ModuleType("model.gradcam")
+
+    class FakeExplainer:
+        def __init__(self, m):
+            self.model = m
+
+    def explain_face(explainer, photo, face, head, target=None, method="gradcam", alpha=0.45):
+        calls.append((photo.shape, face.index, head, target, method, alpha))
+        return ("explanation", head, len(calls))
+
+    fake.GradCamExplainer = FakeExplainer
+    fake.explain_face = explain_face
+    monkeypatch.setitem(sys.modules, "model.gradcam", fake)
+    monkeypatch.setattr(model, "gradcam", fake, raising=False)
+    monkeypatch.setattr(analyzer, "_explainer", None)
+
+    first = analyzer.explain(astronaut, astronaut_face, "gender")
+    assert analyzer.explain(astronaut.copy(), astronaut_face, "gender") is first  # same photo: cached
+    analyzer.explain(astronaut, astronaut_face, "age")
+    analyzer.explain(astronaut[::-1].copy(), astronaut_face, "gender")  # another photo: recomputed
+    assert [c[2] for c in calls] == ["gender", "age", "gender"]
+    assert calls[0][0] == astronaut.shape
+    with pytest.raises(ValueError, match="head"):
+        analyzer.explain(astronaut, astronaut_face, "mood")
+
+
+@needs_trained_model
+def test_trained_model_sees_an_adult_woman(astronaut):
+    analyzer = FaceAnalyzer(settings.DEFAULT_MODEL_PATH)
+    (face,) = analyzer.analyze(astronaut)
+    assert face.gender == "female"
+    assert 20 <= face.age <= 65
