@@ -1,0 +1,147 @@
+"""The predict CLI: JSON shape, readable table, folders, going on past bad files, Grad-CAM files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model import predict
+from model.analyzer import FaceAnalyzer
+from model.labels import ETHNICITIES
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def analyzer(untrained_model) -> FaceAnalyzer:
+    return FaceAnalyzer(model=untrained_model)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> dict[str, Path]:
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("photos")
+    paths = {
+        "astronaut": folder / "astronaut.jpg",
+        "noise": folder / "noise.png",
+        "broken": folder / "broken.jpg",
+        "text": folder / "readme.png",
+    }
+    Image.fromarray(data.astronaut()).save(paths["astronaut"], quality=92)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(paths["noise"])
+    paths["broken"].write_bytes(paths["astronaut"].read_bytes()[:3000])
+    paths["text"].write_text("not an image")
+    (folder / "ignored.txt").write_text("skipped: not an image suffix")
+    return paths
+
+
+def test_json_output_has_one_entry_per_image_and_goes_on_past_bad_files(analyzer, photos, capsys):
+    folder = photos["astronaut"].parent
+    code = predict.main(["--json", str(folder), "/nonexistent/x.jpg"], analyzer=analyzer)
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    by_name = {Path(e["image"]).name: e for e in out}
+    assert set(by_name) == {"astronaut.jpg", "noise.png", "broken.jpg", "readme.png", "x.jpg"}
+    for entry in out:
+        assert set(entry) == {"image", "faces", "error"}
+    good = by_name["astronaut.jpg"]
+    assert good["error"] is None and len(good["faces"]) == 1
+    face = good["faces"][0]
+    assert set(face) == set(predict.JSON_FACE_KEYS)
+    assert len(face["box"]) == 4 and all(isinstance(v, int) for v in face["box"])
+    assert face["gender"] in ("male", "female") and 0.5 <= face["gender_probability"] <= 1
+    assert list(face["ethnicity_probabilities"]) == list(ETHNICITIES)
+    assert by_name["noise.png"] == {"image": str(photos["noise"]), "faces": [], "error": None}
+    assert "truncated" in by_name["broken.jpg"]["error"]
+    assert "not an image" in by_name["readme.png"]["error"]
+    assert "no such file" in by_name["x.jpg"]["error"]
+
+
+def test_exit_code_is_nonzero_only_when_nothing_could_be_read(analyzer, photos, capsys):
+    assert predict.main(["--json", str(photos["broken"]), str(photos["text"])], analyzer=analyzer) == 1
+    assert len(json.loads(capsys.readouterr().out)) == 2
+    assert predict.main(["--json", str(photos["noise"])], analyzer=analyzer) == 0  # readable, no face
+    capsys.readouterr()
+
+
+def test_table_output_is_readable(analyzer, photos, capsys):
+    code = predict.main([str(photos["astronaut"]), str(photos["noise"]), str(photos["text"])], analyzer=analyzer)
+    out = capsys.readouterr().out
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert lines[0].split()[:2] == ["image", "face"]
+    assert any("astronaut.jpg" in line and ("male" in line or "female" in line) for line in lines)
+    assert any("noise.png" in line and "no face found" in line for line in lines)
+    assert any("readme.png" in line and "error" in line for line in lines)
+
+
+def test_gradcam_dir_writes_overlay_and_heatmap_per_face_and_head(analyzer, photos, tmp_path, monkeypatch, capsys):
+    import model
+
+    fake = types.ModuleType("model.gradcam")
+
+    class FakeExplainer:
+        def __init__(self, m):
+            pass
+
+    def explain_face(explainer, photo, face, head, target=None, method="gradcam", alpha=0.45):
+        heat = np.zeros(photo.shape[:2], np.float32)
+        x, y, w, h = face.box
+        heat[y : y + h, x : x + w] = 1.0
+        return types.SimpleNamespace(photo_heatmap=heat, overlay=photo.copy())
+
+    fake.GradCamExplainer = FakeExplainer
+    fake.explain_face = explain_face
+    monkeypatch.setitem(sys.modules, "model.gradcam", fake)
+    monkeypatch.setattr(model, "gradcam", fake, raising=False)
+    monkeypatch.setattr(analyzer, "_explainer", None)
+    monkeypatch.setattr(analyzer, "_explain_photo", None)
+
+    out_dir = tmp_path / "cams"
+    assert predict.main(["--json", "--gradcam-dir", str(out_dir), str(photos["astronaut"])], analyzer=analyzer) == 0
+    capsys.readouterr()
+    names = sorted(p.name for p in out_dir.iterdir())
+    expected = sorted(f"astronaut_face0_{h}.{ext}" for h in ("age", "gender", "ethnicity") for ext in ("png", "npy"))
+    assert names == expected
+    heat = np.load(out_dir / "astronaut_face0_age.npy")
+    assert heat.shape == (512, 512) and heat.dtype == np.float32 and heat.max() == 1.0
+    assert Image.open(out_dir / "astronaut_face0_gender.png").size == (512, 512)
+
+
+def test_gradcam_dir_with_the_real_gradcam_module(analyzer, photos, tmp_path, capsys):
+    gradcam = pytest.importorskip("model.gradcam", reason="model/gradcam.py not written yet")
+    assert hasattr(gradcam, "explain_face")
+    out_dir = tmp_path / "real"
+    assert predict.main(["--gradcam-dir", str(out_dir), str(photos["astronaut"])], analyzer=analyzer) == 0
+    capsys.readouterr()
+    heat = np.load(out_dir / "astronaut_face0_ethnicity.npy")
+    assert heat.shape == (512, 512) and 0.0 <= heat.min() and heat.max() <= 1.0
+    assert np.asarray(Image.open(out_dir / "astronaut_face0_ethnicity.png")).shape == (512, 512, 3)
+
+
+def test_cli_runs_as_a_module_and_loads_a_model_file(untrained_model_path, photos):
+    result = subprocess.run(
+        [sys.executable, "-m", "model.predict", "--json", "--model", str(untrained_model_path), str(photos["astronaut"])],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (entry,) = json.loads(result.stdout)
+    assert entry["error"] is None and len(entry["faces"]) == 1
+
+
+def test_bad_arguments_and_empty_folders(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        predict.main([])
+    assert info.value.code == 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert predict.main([str(empty)]) == 1
+    assert "no image files" in capsys.readouterr().err
