@@ -1,0 +1,56 @@
+"""Dataset explorer: who is in the training data, and how unevenly."""
+
+import streamlit as st
+
+from model import service, ui
+from training import explorer
+
+ui.page_header(
+    "Dataset explorer",
+    "The model learned from UTKFace: about 20,000 face crops labelled with age, gender and one of five coarse "
+    "ethnicity categories. Imbalances here become accuracy gaps on the Model page.",
+)
+card = service.load_model_card()
+with st.sidebar:
+    st.subheader("Data source")
+    choices = ["card", "folder"]
+    start = 1 if ui.folder_given_explicitly() or card is None else 0
+    source = st.radio("Show", choices, index=start, key="explorer_source", format_func={
+        "card": "Training data of the shipped model", "folder": "A UTKFace folder on this machine"}.get)
+    folder = st.text_input("UTKFace folder", ui.dataset_folder_default(), key="explorer_dir",
+                           disabled=source != "folder", help="A folder of [age]_[gender]_[race]_[date].jpg files.")
+
+frame = None
+if source == "folder":
+    summary, frame = ui.indexed_folder(folder)
+else:
+    summary = (card or {}).get("data")
+    if not summary:
+        st.info("No model card with a data summary was found. Choose a UTKFace folder in the sidebar.")
+        st.stop()
+    st.caption(f"Statistics of the {summary.get('n', 0):,} faces behind the shipped model (from its model card).")
+
+ui.dataset_headline(summary)
+bins = st.slider("Age bin width (years)", 1, 20, 5, key="explorer_bins")
+st.plotly_chart(explorer.age_histogram(summary["age_counts"], bins), key="chart_age_hist")
+left, right = st.columns(2)
+left.plotly_chart(explorer.category_bar(summary["gender_counts"], "gender"), key="chart_gender")
+right.plotly_chart(explorer.category_bar(summary["ethnicity_counts"], "ethnicity"), key="chart_ethnicity")
+left, right = st.columns(2)
+with left:
+    if frame is not None:
+        kind = st.segmented_control("Plot", ["box", "violin"], default="box", key="explorer_kind") or "box"
+        st.plotly_chart(explorer.age_by_ethnicity(frame, kind), key="chart_age_by_ethnicity")
+    else:
+        st.plotly_chart(explorer.age_group_by_ethnicity(summary), key="chart_age_by_ethnicity")
+with right:
+    st.plotly_chart(explorer.gender_ethnicity_heatmap(summary), key="chart_gender_ethnicity")
+    st.markdown("**Imbalance** (largest over smallest class; 1.0 is balanced)")
+    st.dataframe(explorer.imbalance_table(summary), hide_index=True, key="table_imbalance")
+st.subheader("Data quality")
+st.caption("What the data layer skipped or merged before training: the file names carry the labels.")
+st.dataframe(explorer.quality_table(summary.get("quality") or {}), hide_index=True, key="table_quality")
+if frame is not None:
+    ui.sample_grid(frame)
+else:
+    st.caption("Choose a UTKFace folder in the sidebar to browse sample faces and per-face age plots.")

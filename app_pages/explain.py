@@ -1,0 +1,49 @@
+"""Explain: Grad-CAM heat maps of the three heads side by side for one face."""
+
+import streamlit as st
+
+from model import service, ui
+from model.labels import HEAD_NAMES
+
+ui.page_header(
+    "Explain a prediction",
+    "Grad-CAM highlights the pixels that pushed a head towards its answer. Warm areas mattered most. "
+    "A heat map shows where the network looked, not why a person is who they are.",
+)
+analyzer = ui.get_analyzer()
+results = ui.session_results()
+if not results:
+    st.info("No analysed photo yet: analyze one on the **Analyze** page, or explain the sample photo here.",
+            icon=":material/info:")
+    if st.button("Explain the sample photo", key="explain_sample", icon=":material/photo_camera_front:"):
+        ui.analyze_all(analyzer, [(service.SAMPLE_NAME, service.sample_photo_bytes())])
+        st.rerun()
+    st.stop()
+
+with st.sidebar:
+    st.subheader("Heat map settings")
+    photo = results[st.selectbox("Photo", range(len(results)), format_func=lambda i: results[i].name,
+                                 key="explain_photo")]
+    face = photo.faces[st.selectbox("Face", range(len(photo.faces)), key="explain_face",
+                                    format_func=lambda i: ui.face_label(photo.faces[i]))]
+    method = st.radio("Method", service.explain_methods(), key="explain_method", format_func=ui.method_label,
+                      help="Grad-CAM is fast; Grad-CAM++ spreads credit over several regions; "
+                      "Score-CAM needs no gradients but runs the network many times (slower).")
+    alpha = st.slider("Heat map opacity", 0.0, 1.0, 0.45, 0.05, key="explain_alpha")
+
+st.image(service.crop_box(service.annotate(photo.photo, [face]), face.box, margin=1.0), width=260,
+         caption=f"{photo.name}, face {face.index + 1}")
+for head, column in zip(HEAD_NAMES, st.columns(len(HEAD_NAMES))):
+    with column, st.container(border=True):
+        st.subheader(ui.HEAD_TITLES[head])
+        target = st.selectbox("Target class", ui.target_options(head), key=f"explain_target_{head}",
+                              format_func=lambda t, h=head: ui.target_label(h, t, face),
+                              disabled=head == "age")
+        explanation = ui.explain(analyzer, photo, face, head, target=target, method=method, alpha=alpha)
+        if explanation is None:
+            continue
+        st.image(service.crop_box(explanation.overlay, face.box), width="stretch",
+                 caption=f"{ui.method_label(explanation.method)} for: {explanation.target_name}")
+        st.download_button("Download overlay (PNG)", service.png_bytes(explanation.overlay),
+                           f"facelens_{head}_{explanation.method}_face{face.index + 1}.png", "image/png",
+                           key=f"explain_download_{head}", icon=":material/download:")

@@ -1,0 +1,64 @@
+"""Model: held-out metrics, where the model is weaker, and how to use it responsibly."""
+
+import streamlit as st
+
+from model import charts, service, settings
+
+st.title("The model")
+card = service.load_model_card()
+if card is None:
+    st.warning(f"No model card at {settings.model_card_path()}. It is written by training "
+               "(python -m training.train), next to the model file.", icon=":material/description:")
+    st.stop()
+
+test = card.get("test_metrics") or {}
+st.caption(f"{card.get('architecture', '')}. Input {card.get('input', {}).get('size', '?')} px RGB face crops. "
+           f"Metrics on the held-out test split ({test.get('n', 0):,} faces, never seen in training or model "
+           f"selection){', with horizontal-flip averaging' if card.get('flip_tta') else ''}.")
+for column, (label, value, help_text) in zip(st.columns(5), charts.headline_metrics(card)):
+    column.metric(label, value, help=help_text)
+
+st.header("Where it is more and less accurate")
+left, right = st.columns(2)
+left.plotly_chart(charts.mae_by_age_group(test), key="chart_mae_age_group")
+right.plotly_chart(charts.mae_by_group(test), key="chart_mae_group")
+st.plotly_chart(charts.accuracy_by_group(test), key="chart_accuracy_group")
+
+st.header("Confusion matrices")
+left, right = st.columns([2, 3])
+for column, head in ((left, "gender"), (right, "ethnicity")):
+    with column:
+        st.plotly_chart(charts.confusion_matrix(test.get(head) or {}, f"{head.capitalize()} (row = true class)"),
+                        key=f"chart_confusion_{head}")
+        st.dataframe(charts.per_class_table(test.get(head) or {}), hide_index=True, key=f"table_classes_{head}")
+
+st.header("Calibration")
+st.caption("Are the probabilities honest? ECE is the average gap between confidence and accuracy. "
+           "The age interval should contain the true age about 80% of the time.")
+st.plotly_chart(charts.calibration(test), key="chart_calibration")
+
+st.header("Training")
+training = card.get("training") or {}
+st.caption(f"{training.get('minutes', '?')} minutes on {training.get('machine', 'unknown hardware')}.")
+if training.get("history"):
+    st.plotly_chart(charts.training_curves(training["history"]), key="chart_training")
+
+st.header("Limits and responsible use")
+st.markdown(
+    """
+- **Estimates, not facts.** Age is apparent age from one photo; gender and ethnicity are what the labels of the
+  training data would most likely say, with a probability. Any of them can be wrong for a given person.
+- **Coarse, imposed categories.** Ethnicity uses UTKFace's five categories (White, Black, Asian, Indian, Other),
+  assigned by annotators. They do not describe how people identify, and "Other" lumps many groups together.
+  Gender is UTKFace's binary label.
+- **Uneven accuracy.** The charts above show larger errors for some age groups and categories, mostly those
+  with fewer training faces (see the Dataset explorer). Children and older adults are the hardest for age.
+- **Do not use it to decide anything about a person**: not for identity, eligibility, access, hiring,
+  policing or profiling. It is a teaching demo of a model and its limits.
+- Photos you upload are analysed in memory and never stored.
+"""
+)
+st.caption(card.get("licence", ""))
+with st.expander("Model card details"):
+    st.json({k: card.get(k) for k in ("name", "created", "architecture", "input", "labels", "flip_tta", "splits")},
+            expanded=False)

@@ -1,0 +1,219 @@
+"""Plotly figures for the app: a face's ethnicity probabilities and the model card.
+
+Pure functions from plain dicts (FaceResult fields, the model card written by
+training/export.py) to figures, so they are testable without Streamlit and the
+model page stays a short script. One palette for every chart in the app.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from model.labels import AGE_GROUP_NAMES, ETHNICITIES, ETHNICITY_DISPLAY, GENDERS
+
+ACCENT = "#4F46E5"
+ACCENT_LIGHT = "#A5B4FC"
+MUTED = "#94A3B8"
+WARN = "#DC2626"
+GENDER_COLOURS: dict[str, str] = {"male": "#2563EB", "female": "#DB2777"}
+ETHNICITY_COLOURS: dict[str, str] = {
+    "white": "#4F46E5", "black": "#059669", "asian": "#D97706", "indian": "#DC2626", "other": "#7C3AED",
+}
+SEQUENTIAL = "Purples"
+_LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), template="plotly_white", font=dict(size=13))
+
+
+def short_ethnicity(name: str) -> str:
+    """Chart label of an ethnicity ("Other" without the long explanation)."""
+    return ETHNICITY_DISPLAY.get(name, name).split(" (")[0]
+
+
+def style_figure(fig: go.Figure, title: str | None = None, height: int | None = None) -> go.Figure:
+    fig.update_layout(**_LAYOUT)
+    if title:
+        fig.update_layout(title=dict(text=title, x=0, xanchor="left", font=dict(size=15)))
+    if height:
+        fig.update_layout(height=height)
+    return fig
+
+
+# --- one face ---------------------------------------------------------------------------------
+
+
+def ethnicity_bar(probabilities: dict[str, float], height: int = 210) -> go.Figure:
+    """Horizontal bars of the five ethnicity probabilities, in label order."""
+    names = [n for n in ETHNICITIES if n in probabilities]
+    values = [float(probabilities[n]) for n in names]
+    fig = go.Figure(go.Bar(
+        x=values, y=[short_ethnicity(n) for n in names], orientation="h",
+        marker_color=[ETHNICITY_COLOURS[n] for n in names],
+        text=[f"{v:.0%}" for v in values], textposition="outside", cliponaxis=False,
+        hovertemplate="%{y}: %{x:.1%}<extra></extra>",
+    ))
+    fig.update_xaxes(range=[0, 1.15], tickformat=".0%", showgrid=False, visible=False)
+    fig.update_yaxes(autorange="reversed")
+    fig = style_figure(fig, height=height)
+    fig.update_layout(margin=dict(l=0, r=0, t=4, b=4))
+    return fig
+
+
+# --- the model card ---------------------------------------------------------------------------
+
+
+def headline_metrics(card: dict) -> list[tuple[str, str, str]]:
+    """(label, value, help) for the test-split headline numbers."""
+    test = card.get("test_metrics") or {}
+    n = test.get("n", 0)
+
+    def pct(value) -> str:
+        return "n/a" if value is None else f"{value:.1%}"
+
+    mae = test.get("age_mae")
+    return [
+        ("Age MAE", "n/a" if mae is None else f"{mae:.1f} years", "Mean absolute error of the age estimate."),
+        ("Age within 5 years", pct(test.get("age_within_5_years")), "Share of test faces whose age is off by at most 5 years."),
+        ("Gender accuracy", pct(test.get("gender_accuracy")), "Share of test faces with the labelled gender."),
+        ("Ethnicity accuracy", pct(test.get("ethnicity_accuracy")), "Share of test faces with the labelled UTKFace category."),
+        ("Test faces", f"{n:,}", "Held-out faces (content-hash split, never used for training or model selection)."),
+    ]
+
+
+def mae_by_age_group(test: dict) -> go.Figure:
+    """Age MAE and mean signed error (bias) per true age group."""
+    groups = (test.get("age") or {}).get("by_age_group") or {}
+    names = [g for g in AGE_GROUP_NAMES if g in groups]
+    mae = [groups[g]["mae"] for g in names]
+    bias = [groups[g]["bias"] for g in names]
+    counts = [groups[g]["n"] for g in names]
+    fig = go.Figure()
+    fig.add_bar(x=names, y=mae, name="MAE", marker_color=ACCENT, customdata=counts,
+                hovertemplate="%{x}: MAE %{y:.1f} years (n=%{customdata})<extra></extra>")
+    fig.add_scatter(x=names, y=bias, name="bias (predicted - true)", mode="markers+lines",
+                    marker=dict(color=WARN, size=9), line=dict(dash="dot", color=WARN),
+                    hovertemplate="%{x}: bias %{y:+.1f} years<extra></extra>")
+    fig.add_hline(y=0, line_color=MUTED, line_width=1)
+    fig.update_yaxes(title="years")
+    fig.update_xaxes(title="true age group")
+    fig.update_layout(legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"))
+    return style_figure(fig, "Age error by age group", 360)
+
+
+def _group_rows(test: dict) -> list[tuple[str, str, dict]]:
+    rows = []
+    for name in GENDERS:
+        if name in (test.get("by_gender") or {}):
+            rows.append(("gender", name.capitalize(), test["by_gender"][name]))
+    for name in ETHNICITIES:
+        if name in (test.get("by_ethnicity") or {}):
+            rows.append(("ethnicity", short_ethnicity(name), test["by_ethnicity"][name]))
+    return rows
+
+
+def mae_by_group(test: dict) -> go.Figure:
+    """Age MAE per gender and per ethnicity (true labels)."""
+    rows = [r for r in _group_rows(test) if r[2].get("n")]
+    fig = go.Figure(go.Bar(
+        x=[label for _, label, _ in rows], y=[m["age_mae"] for _, _, m in rows],
+        marker_color=[GENDER_COLOURS.get(label.lower(), ACCENT) if kind == "gender" else ACCENT_LIGHT
+                      for kind, label, _ in rows],
+        customdata=[m["n"] for _, _, m in rows],
+        hovertemplate="%{x}: MAE %{y:.1f} years (n=%{customdata})<extra></extra>",
+    ))
+    fig.update_yaxes(title="age MAE (years)")
+    return style_figure(fig, "Age error by gender and ethnicity", 360)
+
+
+def accuracy_by_group(test: dict) -> go.Figure:
+    """Gender and ethnicity accuracy per gender and per ethnicity (true labels)."""
+    rows = [r for r in _group_rows(test) if r[2].get("n")]
+    labels = [label for _, label, _ in rows]
+    fig = go.Figure()
+    for key, name, colour in (("gender_accuracy", "gender accuracy", ACCENT),
+                              ("ethnicity_accuracy", "ethnicity accuracy", ACCENT_LIGHT)):
+        fig.add_bar(x=labels, y=[m[key] for _, _, m in rows], name=name, marker_color=colour,
+                    customdata=[m["n"] for _, _, m in rows],
+                    hovertemplate="%{x}: %{y:.1%} (n=%{customdata})<extra>" + name + "</extra>")
+    fig.update_yaxes(title="accuracy", tickformat=".0%", range=[0, 1.05])
+    fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.2))
+    return style_figure(fig, "Accuracy by gender and ethnicity", 380)
+
+
+def confusion_matrix(report: dict, title: str) -> go.Figure:
+    """Row-normalised confusion matrix (true class per row) annotated with counts."""
+    labels = report.get("labels") or []
+    matrix = np.asarray(report.get("confusion_matrix") or [], float)
+    if matrix.size == 0:
+        return style_figure(go.Figure(), title)
+    totals = matrix.sum(1, keepdims=True)
+    share = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+    names = [short_ethnicity(n) if n in ETHNICITIES else n.capitalize() for n in labels]
+    text = [[f"{share[i, j]:.0%}<br>({int(matrix[i, j])})" for j in range(len(names))] for i in range(len(names))]
+    fig = go.Figure(go.Heatmap(
+        z=share, x=names, y=names, text=text, texttemplate="%{text}", colorscale=SEQUENTIAL, zmin=0, zmax=1,
+        showscale=False, hovertemplate="true %{y}, predicted %{x}: %{z:.1%}<extra></extra>",
+    ))
+    fig.update_yaxes(title="true", autorange="reversed")
+    fig.update_xaxes(title="predicted", side="bottom")
+    return style_figure(fig, title, 300 + 30 * len(names))
+
+
+def calibration(test: dict) -> go.Figure:
+    """Expected calibration error per classifier and the age interval's coverage vs its nominal 80%."""
+    age = test.get("age") or {}
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+        "Calibration error (ECE, lower is better)", "Age interval: share of true ages inside"))
+    heads = [("gender", test.get("gender_ece")), ("ethnicity", test.get("ethnicity_ece"))]
+    fig.add_bar(x=[h for h, _ in heads], y=[v for _, v in heads], marker_color=ACCENT, row=1, col=1,
+                text=[f"{v:.3f}" if v is not None else "n/a" for _, v in heads], textposition="outside",
+                hovertemplate="%{x}: ECE %{y:.3f}<extra></extra>", showlegend=False)
+    coverage = age.get("interval_coverage")
+    fig.add_bar(x=["measured"], y=[coverage], marker_color=ACCENT_LIGHT, row=1, col=2, showlegend=False,
+                text=[f"{coverage:.0%}" if coverage is not None else "n/a"], textposition="outside",
+                hovertemplate="coverage %{y:.1%}<extra></extra>")
+    fig.add_bar(x=["nominal"], y=[0.8], marker_color=MUTED, row=1, col=2, showlegend=False,
+                text=["80%"], textposition="outside", hovertemplate="nominal 80%<extra></extra>")
+    top = max([v for _, v in heads if v is not None] + [0.05])
+    fig.update_yaxes(range=[0, top * 1.3], row=1, col=1)
+    fig.update_yaxes(range=[0, 1.1], tickformat=".0%", row=1, col=2)
+    return style_figure(fig, None, 340)
+
+
+def per_class_table(report: dict) -> pd.DataFrame:
+    """Recall, precision and support per class of one classifier."""
+    rows = [
+        {"class": short_ethnicity(name) if name in ETHNICITIES else name, "test faces": v.get("n"),
+         "recall": v.get("recall"), "precision": v.get("precision")}
+        for name, v in (report.get("per_class") or {}).items()
+    ]
+    return pd.DataFrame(rows, columns=["class", "test faces", "recall", "precision"])
+
+
+_CURVES: tuple[tuple[str, str, str], ...] = (
+    ("loss", "Total loss", ""),
+    ("age_mae", "Age MAE (years)", ""),
+    ("gender_acc", "Gender accuracy", ".0%"),
+    ("ethnicity_acc", "Ethnicity accuracy", ".0%"),
+)
+
+
+def training_curves(history: list[dict]) -> go.Figure:
+    """Train vs validation curves per epoch, one panel per quantity."""
+    fig = make_subplots(rows=2, cols=2, subplot_titles=[t for _, t, _ in _CURVES],
+                        horizontal_spacing=0.1, vertical_spacing=0.16)
+    steps = [row.get("step", i + 1) for i, row in enumerate(history)]
+    for i, (key, _, fmt) in enumerate(_CURVES):
+        r, c = divmod(i, 2)
+        for prefix, name, colour in (("", "train", ACCENT), ("val_", "validation", WARN)):
+            values = [row.get(prefix + key) for row in history]
+            if all(v is None for v in values):
+                continue
+            fig.add_scatter(x=steps, y=values, name=name, mode="lines+markers", line=dict(color=colour),
+                            marker=dict(size=5), legendgroup=name, showlegend=i == 0, row=r + 1, col=c + 1)
+        if fmt:
+            fig.update_yaxes(tickformat=fmt, row=r + 1, col=c + 1)
+    fig.update_xaxes(title="epoch", row=2)
+    fig.update_layout(legend=dict(orientation="h", y=1.12, x=1, xanchor="right"))
+    return style_figure(fig, None, 560)

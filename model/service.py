@@ -1,0 +1,257 @@
+"""App-side service: what the Streamlit pages do with photos, minus Streamlit.
+
+Pages stay thin and free of TensorFlow: they call these functions, and the face
+pipeline (model.analyzer, which pulls in TensorFlow) is imported only when an
+analyzer is built or its errors are classified. The analyzer is injectable through
+:func:`set_analyzer_override`, so UI tests can run the app with a small fake.
+
+Uploaded photos stay in memory: everything here works on ``bytes`` and arrays,
+nothing is written to disk or logged.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from model import settings
+from model.labels import ETHNICITY_DISPLAY
+
+#: File types the uploader accepts (lower case, without the dot).
+UPLOAD_TYPES: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "bmp")
+MAX_UPLOAD_BYTES: int = settings.MAX_UPLOAD_MB * 1024 * 1024
+SAMPLE_NAME: str = "sample_astronaut.png"
+#: Grad-CAM methods offered when model.gradcam cannot tell (it normally can).
+FALLBACK_METHODS: tuple[str, ...] = ("gradcam", "gradcam++")
+#: Box colours (RGB) cycled by face number; same order as the card badges.
+BOX_COLOURS: tuple[tuple[int, int, int], ...] = (
+    (79, 70, 229), (219, 39, 119), (5, 150, 105), (217, 119, 6), (37, 99, 235), (124, 58, 237),
+)
+
+_override: Any | None = None
+_log = logging.getLogger(__name__)
+
+
+class ModelMissingError(FileNotFoundError):
+    """The model file to serve does not exist (fresh clone, or FACELENS_MODEL points nowhere)."""
+
+
+@dataclass
+class PhotoAnalysis:
+    """One photo's outcome: the decoded photo and its faces, or why there are none."""
+
+    name: str
+    digest: str
+    status: str  # ok | no_face | too_many | too_large | unreadable | error
+    message: str = ""
+    photo: np.ndarray | None = field(default=None, repr=False)
+    faces: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+# --- the analyzer -----------------------------------------------------------------------------
+
+
+def set_analyzer_override(analyzer: Any | None) -> None:
+    """Serve ``analyzer`` instead of the model file (tests); None restores the real one."""
+    global _override
+    _override = analyzer
+
+
+def analyzer_override() -> Any | None:
+    return _override
+
+
+def build_analyzer(model_path: str | Path | None = None):
+    """The real FaceAnalyzer for ``model_path`` (default: settings.model_path())."""
+    path = Path(model_path) if model_path else settings.model_path()
+    if not path.is_file():
+        raise ModelMissingError(
+            f"No model file at {path}. Train one (python -m training.train ...) or point "
+            "FACELENS_MODEL at a .keras file."
+        )
+    from model.analyzer import FaceAnalyzer
+
+    return FaceAnalyzer(path)
+
+
+def explain_methods() -> tuple[str, ...]:
+    """Saliency methods model.gradcam implements."""
+    try:
+        from model.gradcam import GradCamExplainer
+    except ImportError:
+        return FALLBACK_METHODS
+    return tuple(getattr(GradCamExplainer, "METHODS", FALLBACK_METHODS))
+
+
+# --- photos -----------------------------------------------------------------------------------
+
+
+def digest_of(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
+def _classify(exc: Exception, name: str) -> tuple[str, str]:
+    """(status, user-facing message) for an exception from the face pipeline."""
+    from model.image_io import ImageError
+
+    if isinstance(exc, ImageError):
+        return "unreadable", f"Could not read {name}: {exc}."
+    from model.analyzer import TooManyFacesError  # already imported by whoever raised it
+
+    if isinstance(exc, TooManyFacesError):
+        return "too_many", f"Too many faces in {name}: {exc}."
+    _log.error("photo analysis failed: %s", type(exc).__name__, exc_info=exc)  # the traceback, never the photo
+    return "error", f"Something went wrong while analysing {name} ({type(exc).__name__}). Try another photo."
+
+
+def analyze_bytes(analyzer, name: str, data: bytes) -> PhotoAnalysis:
+    """Decode and analyse one uploaded photo; never raises, the outcome says what happened."""
+    digest = digest_of(data)
+    if len(data) > MAX_UPLOAD_BYTES:
+        size_mb = len(data) / 1024 / 1024
+        return PhotoAnalysis(name, digest, "too_large",
+                             f"{name} is too large ({size_mb:.1f} MB); the limit is {settings.MAX_UPLOAD_MB} MB per photo.")
+    if not data:
+        return PhotoAnalysis(name, digest, "unreadable", f"Could not read {name}: the file is empty.")
+    try:
+        photo = analyzer.load_photo(data)
+        faces = list(analyzer.analyze(photo))
+    except Exception as exc:  # the app must survive any photo
+        status, message = _classify(exc, name)
+        return PhotoAnalysis(name, digest, status, message)
+    if not faces:
+        return PhotoAnalysis(name, digest, "no_face", (
+            f"No face found in {name}. Faces should be at least {settings.MIN_FACE_SIZE} px wide, "
+            "roughly frontal and well lit."
+        ), photo=photo)
+    return PhotoAnalysis(name, digest, "ok", photo=photo, faces=faces)
+
+
+@functools.lru_cache(maxsize=1)
+def sample_photo_bytes() -> bytes:
+    """A real portrait shipped by scikit-image (astronaut Eileen Collins), as PNG bytes."""
+    from skimage import data
+
+    return png_bytes(data.astronaut())
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """Encode an HxWx3 uint8 RGB array as PNG in memory."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def box_colour(index: int) -> tuple[int, int, int]:
+    return BOX_COLOURS[index % len(BOX_COLOURS)]
+
+
+def box_colour_hex(index: int) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*box_colour(index))
+
+
+def annotate(photo: np.ndarray, faces: list) -> np.ndarray:
+    """A copy of ``photo`` with a numbered, coloured box per face (numbers start at 1)."""
+    import cv2
+
+    out = np.ascontiguousarray(photo, np.uint8).copy()
+    scale = max(out.shape[:2]) / 600.0
+    thick = max(2, int(round(2 * scale)))
+    for face in faces:
+        x, y, w, h = (int(v) for v in face.box)
+        colour = box_colour(face.index)
+        cv2.rectangle(out, (x, y), (x + w, y + h), colour, thick)
+        label = str(face.index + 1)
+        font_scale = 0.7 * max(scale, 0.6)
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thick)
+        top = max(0, y - th - base - 2 * thick)
+        cv2.rectangle(out, (x, top), (x + tw + 2 * thick + 4, top + th + base + 2 * thick), colour, -1)
+        cv2.putText(out, label, (x + thick + 2, top + th + thick), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
+                    (255, 255, 255), thick, cv2.LINE_AA)
+    return out
+
+
+def crop_box(image: np.ndarray, box: tuple[int, int, int, int], margin: float = 0.35) -> np.ndarray:
+    """The face box grown by ``margin`` on each side, clipped to the image."""
+    x, y, w, h = (int(v) for v in box)
+    dx, dy = int(w * margin), int(h * margin)
+    height, width = image.shape[:2]
+    x0, y0 = max(0, x - dx), max(0, y - dy)
+    x1, y1 = min(width, x + w + dx), min(height, y + h + dy)
+    return image[y0:y1, x0:x1]
+
+
+# --- tables -----------------------------------------------------------------------------------
+
+TABLE_COLUMNS: tuple[str, ...] = (
+    "photo", "face", "age", "age_low", "age_high", "age_group", "gender", "gender_probability",
+    "ethnicity", "ethnicity_probability", "detection_confidence", "box_x", "box_y", "box_w", "box_h",
+)
+
+
+def faces_frame(analyses: list[PhotoAnalysis]) -> pd.DataFrame:
+    """One row per face over all photos (face numbers start at 1, as drawn)."""
+    rows = []
+    for analysis in analyses:
+        for face in analysis.faces:
+            x, y, w, h = (int(v) for v in face.box)
+            rows.append({
+                "photo": analysis.name,
+                "face": face.index + 1,
+                "age": round(float(face.age), 1),
+                "age_low": round(float(face.age_interval[0]), 1),
+                "age_high": round(float(face.age_interval[1]), 1),
+                "age_group": face.age_group,
+                "gender": face.gender,
+                "gender_probability": round(float(face.gender_probability), 3),
+                "ethnicity": face.ethnicity,
+                "ethnicity_probability": round(float(face.ethnicity_probabilities[face.ethnicity]), 3),
+                "detection_confidence": round(float(face.detection_confidence), 3),
+                "box_x": x, "box_y": y, "box_w": w, "box_h": h,
+            })
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+
+
+def faces_csv(analyses: list[PhotoAnalysis]) -> str:
+    return faces_frame(analyses).to_csv(index=False)
+
+
+def faces_json(analyses: list[PhotoAnalysis]) -> str:
+    """Every photo with its outcome and full per-face results (FaceResult.to_dict)."""
+    payload = [
+        {"photo": a.name, "status": a.status, "message": a.message, "faces": [f.to_dict() for f in a.faces]}
+        for a in analyses
+    ]
+    return json.dumps(payload, indent=2)
+
+
+def ethnicity_label(name: str) -> str:
+    return ETHNICITY_DISPLAY.get(name, name).split(" (")[0]
+
+
+# --- the model card ---------------------------------------------------------------------------
+
+
+def load_model_card(path: str | Path | None = None) -> dict | None:
+    """The model card as a dict, or None when it is missing or not valid JSON."""
+    path = Path(path) if path else settings.model_card_path()
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return card if isinstance(card, dict) else None

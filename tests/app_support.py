@@ -1,0 +1,200 @@
+"""Helpers for the app tests: a small fake analyzer on the contract's dataclasses,
+photo bytes, and a generated model card.
+
+The fake decodes photos with the real model.image_io (so bad files fail exactly as
+in the app), "finds" a configurable number of faces in any photo that is not a flat
+colour, and returns smooth synthetic heat maps. No TensorFlow, so UI tests are fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from model.labels import AGE_GROUP_NAMES, ETHNICITIES, GENDERS, age_group
+
+APP_PATH = str(Path(__file__).resolve().parent.parent / "app.py")
+#: Generous per-run timeout for AppTest (the first run imports Plotly and pandas).
+RUN_TIMEOUT = 120
+
+
+def image_bytes(image: np.ndarray, fmt: str = "PNG") -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, np.uint8)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def portrait_bytes(fmt: str = "PNG") -> bytes:
+    """skimage's astronaut portrait (the app's sample photo) encoded as ``fmt``."""
+    from skimage import data
+
+    return image_bytes(data.astronaut(), fmt)
+
+
+def blank_bytes(size: int = 200) -> bytes:
+    """A flat grey photo: the fake (and MTCNN) find no face in it."""
+    return image_bytes(np.full((size, size, 3), 128, np.uint8))
+
+
+class FakeAnalyzer:
+    """Implements the FaceAnalyzer interface the app uses, deterministically."""
+
+    def __init__(self, faces: int = 1):
+        self.faces = faces
+        self.explain_calls: list[tuple] = []
+
+    def load_photo(self, image) -> np.ndarray:
+        from model.image_io import load_image
+
+        return load_image(image)
+
+    def analyze(self, image) -> list:
+        from model.analyzer import FaceResult, TooManyFacesError
+        from model.settings import MAX_FACES
+
+        photo = self.load_photo(image)
+        if float(photo.std()) < 1.0:
+            return []
+        if self.faces > MAX_FACES:
+            raise TooManyFacesError(self.faces, MAX_FACES)
+        h, w = photo.shape[:2]
+        side = max(8, min(h, w // max(self.faces, 1)) // 2)
+        results = []
+        for i in range(self.faces):
+            x = int((i + 0.25) * w / self.faces)
+            y = h // 4
+            eth = np.full(len(ETHNICITIES), 0.05)
+            eth[i % len(ETHNICITIES)] = 0.8
+            eth_probs = {name: float(p) for name, p in zip(ETHNICITIES, eth)}
+            age = 20.0 + 7 * i
+            gender = GENDERS[i % 2]
+            affine = np.array([[128 / side, 0, -x * 128 / side], [0, 128 / side, -y * 128 / side]], np.float64)
+            results.append(FaceResult(
+                index=i, box=(x, y, side, side), detection_confidence=0.99,
+                landmarks={k: (float(x + side / 2), float(y + side / 2)) for k in
+                           ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")},
+                age=age, age_interval=(age - 5, age + 6), age_group=age_group(age), gender=gender,
+                gender_probability=0.9, ethnicity=ETHNICITIES[i % len(ETHNICITIES)],
+                ethnicity_probabilities=eth_probs,
+                gender_probabilities={g: (0.9 if g == gender else 0.1) for g in GENDERS},
+                face_input=np.zeros((128, 128, 3), np.uint8), crop_affine=affine,
+            ))
+        return results
+
+    def explain(self, image, face, head, target=None, method="gradcam", alpha=0.45):
+        from model.gradcam import Explanation
+
+        self.explain_calls.append((face.index, head, target, method, alpha))
+        photo = self.load_photo(image)
+        h, w = photo.shape[:2]
+        x, y, bw, bh = face.box
+        yy, xx = np.mgrid[0:h, 0:w]
+        heat = np.exp(-(((xx - x - bw / 2) / bw) ** 2 + ((yy - y - bh / 2) / bh) ** 2) * 3).astype(np.float32)
+        red = np.zeros_like(photo)
+        red[..., 0] = 255
+        blend = (1 - alpha * heat[..., None]) * photo + alpha * heat[..., None] * red
+        names = {"gender": GENDERS, "ethnicity": ETHNICITIES}
+        target_name = names[head][target] if target is not None and head in names else "predicted"
+        return Explanation(head=head, target=target, target_name=target_name, method=method,
+                           crop_heatmap=np.zeros((128, 128), np.float32), photo_heatmap=heat,
+                           overlay=np.clip(blend, 0, 255).astype(np.uint8))
+
+
+def write_model_card(path: Path, n_test: int = 200) -> Path:
+    """A small model card with every key training/export.py writes (values made up)."""
+    rng = np.random.default_rng(0)
+
+    def classifier(names: tuple[str, ...]) -> dict:
+        matrix = rng.integers(0, 10, (len(names), len(names))) + np.eye(len(names), dtype=int) * 40
+        return {
+            "accuracy": 0.8, "balanced_accuracy": 0.75, "ece": 0.04,
+            "per_class": {n: {"n": int(matrix[i].sum()), "recall": 0.8, "precision": 0.78}
+                          for i, n in enumerate(names)},
+            "confusion_matrix": matrix.tolist(), "labels": list(names),
+        }
+
+    def group(n: int) -> dict:
+        return {"n": n, "age_mae": 5.5, "gender_accuracy": 0.9, "ethnicity_accuracy": 0.8}
+
+    test = {
+        "n": n_test, "age_mae": 5.4, "gender_accuracy": 0.91, "ethnicity_accuracy": 0.8,
+        "age_within_5_years": 0.6, "gender_ece": 0.03, "ethnicity_ece": 0.05,
+        "age": {"mae": 5.4, "median_absolute_error": 4.0, "within_5_years": 0.6, "within_10_years": 0.85,
+                "by_age_group": {g: {"n": 20, "mae": 3.0 + i, "bias": i - 4.0} for i, g in enumerate(AGE_GROUP_NAMES)},
+                "interval_coverage": 0.78, "interval_mean_width": 14.0},
+        "gender": classifier(GENDERS), "ethnicity": classifier(ETHNICITIES),
+        "by_gender": {g: group(100) for g in GENDERS}, "by_ethnicity": {e: group(40) for e in ETHNICITIES},
+        "undecodable": 0, "flip_tta": True,
+    }
+    data = {
+        "n": 1000, "age_counts": {str(a): int(5 + (a % 7)) for a in range(1, 100)},
+        "age_group_counts": {g: 100 + 10 * i for i, g in enumerate(AGE_GROUP_NAMES)},
+        "gender_counts": {"male": 520, "female": 480},
+        "ethnicity_counts": {"white": 420, "black": 190, "asian": 150, "indian": 170, "other": 70},
+        "gender_by_ethnicity": {g: {e: 50 for e in ETHNICITIES} for g in GENDERS},
+        "age_group_by_ethnicity": {g: {e: 10 for e in ETHNICITIES} for g in AGE_GROUP_NAMES},
+        "imbalance": {"gender": 1.083, "ethnicity": 6.0, "age_group": 1.8},
+        "source": "generated", "quality": {
+            "files_seen": 1010, "kept": 1000, "unparseable_names": 3, "unparseable_examples": ["x.jpg"],
+            "unreadable_files": 1, "duplicate_groups": 4, "duplicates_removed": 4,
+            "conflicting_label_groups": 1, "conflicting_removed": 2},
+        "splits": {"train": 800, "val": 100, "test": 100},
+    }
+    history = [{"step": i + 1, "epoch": float(i), "loss": 5.0 - i, "val_loss": 5.2 - i, "age_mae": 9.0 - i,
+                "val_age_mae": 9.5 - i, "gender_acc": 0.7 + 0.05 * i, "val_gender_acc": 0.68 + 0.05 * i,
+                "ethnicity_acc": 0.5 + 0.05 * i, "val_ethnicity_acc": 0.5 + 0.04 * i} for i in range(4)]
+    card = {
+        "name": "test_model", "created": "2026-01-01 00:00:00 UTC", "architecture": "MobileNetV2 + three heads",
+        "input": {"size": 128, "channels": "RGB"}, "labels": {"gender": list(GENDERS)}, "flip_tta": True,
+        "data": data, "splits": data["splits"], "validation_metrics": {"flip_tta": test, "plain": test},
+        "test_metrics": test,
+        "training": {"minutes": 12.5, "machine": "2 CPU cores, no GPU", "config": {}, "history": history},
+        "licence": "Non-commercial research use only (UTKFace).",
+    }
+    path.write_text(json.dumps(card))
+    return path
+
+
+def chart_figures(at) -> dict[str, dict]:
+    """The app's Plotly charts by widget key, as JSON dicts."""
+    return {c.key: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
+
+
+def values(array) -> list:
+    """A Plotly JSON array as a list: plain lists pass, typed arrays ({dtype, bdata}) are decoded."""
+    import base64
+
+    if isinstance(array, dict) and "bdata" in array:
+        flat = np.frombuffer(base64.b64decode(array["bdata"]), dtype=np.dtype(array["dtype"]))
+        shape = tuple(int(v) for v in str(array.get("shape", flat.size)).split(","))
+        return flat.reshape(shape).tolist()
+    return list(array)
+
+
+@contextlib.contextmanager
+def serving(analyzer):
+    """Serve ``analyzer`` to the app for the duration of the block."""
+    from model import service
+
+    service.set_analyzer_override(analyzer)
+    try:
+        yield analyzer
+    finally:
+        service.set_analyzer_override(None)
+
+
+def open_page(page: str | None = None, timeout: float = RUN_TIMEOUT):
+    """Run the app once (so st.navigation registers its pages), then switch to ``page``."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP_PATH, default_timeout=timeout)
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    return at

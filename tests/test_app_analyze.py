@@ -1,0 +1,150 @@
+"""AppTest of the Analyze page (the landing page) with a fake analyzer, plus one
+run of the real pipeline (untrained model unless the shipped one is present)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from model import service, settings
+from tests.app_support import APP_PATH, RUN_TIMEOUT, FakeAnalyzer, blank_bytes, portrait_bytes, values, write_model_card
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path):
+    monkeypatch.setenv("FACELENS_MODEL_CARD", str(write_model_card(tmp_path / "card.json")))
+    analyzer = FakeAnalyzer(faces=1)
+    service.set_analyzer_override(analyzer)
+    yield analyzer
+    service.set_analyzer_override(None)
+
+
+def _app() -> AppTest:
+    at = AppTest.from_file(APP_PATH, default_timeout=RUN_TIMEOUT)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def _upload(at: AppTest, *files: tuple[str, bytes, str]) -> AppTest:
+    at.file_uploader(key="analyze_upload").set_value(list(files)).run()
+    assert not at.exception
+    return at
+
+
+def _texts(elements) -> list[str]:
+    return [e.value for e in elements]
+
+
+def test_landing_page_invites_an_upload(fake):
+    at = _app()
+    assert at.title[0].value == "Analyze a photo"
+    assert at.file_uploader(key="analyze_upload").accept_multiple_files
+    assert set(at.file_uploader(key="analyze_upload").allowed_type) >= {".jpg", ".png", ".webp", ".bmp"}
+    assert any("Try a sample photo" in text for text in _texts(at.info))
+    assert not at.metric
+
+
+def test_sample_photo_gives_a_face_card(fake):
+    at = _app()
+    at.button(key="analyze_sample").click().run()
+    assert not at.exception and not at.error
+    labels = [m.label for m in at.metric]
+    assert labels == ["Estimated age", "Gender"]
+    assert at.metric[0].value == "20 years"
+    assert at.metric[1].value == "Male"
+    captions = " ".join(_texts(at.caption))
+    assert "80% interval 15-26 years" in captions and "age group 20-29" in captions
+    assert "Detection confidence 99.0%" in captions
+    assert "sample_astronaut.png: 1 face found" in at.get("image")[0].captions
+    chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert chart["data"][0]["type"] == "bar" and len(values(chart["data"][0]["x"])) == 5
+
+
+def test_grad_cam_switch_shows_an_overlay_per_head(fake):
+    at = _app()
+    at.button(key="analyze_sample").click().run()
+    images_before = len(at.get("image"))
+    toggle = next(t for t in at.toggle if t.key.startswith("cam_"))
+    toggle.set_value(True).run()
+    assert not at.exception and not at.error
+    assert len(at.get("image")) == images_before + 1
+    assert fake.explain_calls[-1][:2] == (0, "age")
+    head = next(w for w in at.get("button_group") if w.key.startswith("camhead_"))
+    head.set_value("ethnicity").run()
+    assert fake.explain_calls[-1][:2] == (0, "ethnicity")
+    assert any("Grad-CAM for ethnicity" in c for c in at.get("image")[-1].captions)
+
+
+def test_several_photos_give_a_table_and_downloads(fake):
+    fake.faces = 2
+    at = _upload(_app(), ("one.png", portrait_bytes(), "image/png"), ("two.jpg", portrait_bytes("JPEG"), "image/jpeg"))
+    assert not at.error
+    table = at.dataframe[0].value
+    assert len(table) == 4 and list(table["photo"]) == ["one.png", "one.png", "two.jpg", "two.jpg"]
+    assert list(table["face"]) == [1, 2, 1, 2]
+    assert [m.label for m in at.metric].count("Estimated age") == 4
+    assert [t.label for t in at.tabs] == ["one.png", "two.jpg"]
+    downloads = {b.proto.label for b in at.get("download_button")}
+    assert downloads == {"Download CSV", "Download JSON"}
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "expected", "kind"),
+    [
+        ("junk.jpg", b"this is not an image", "Could not read junk.jpg", "error"),
+        ("empty.png", b"", "Could not read empty.png: the file is empty", "error"),
+        ("huge.png", b"\0" * (settings.MAX_UPLOAD_MB * 1024 * 1024 + 1), f"the limit is {settings.MAX_UPLOAD_MB} MB",
+         "error"),
+        ("wall.png", None, "No face found in wall.png", "warning"),
+    ],
+)
+def test_bad_uploads_give_clear_messages(fake, name, data, expected, kind):
+    data = blank_bytes() if data is None else data
+    at = _upload(_app(), (name, data, "image/png"))
+    messages = _texts(at.error if kind == "error" else at.warning)
+    assert len(messages) == 1 and expected in messages[0], messages
+    assert not at.metric
+
+
+def test_too_many_faces_and_a_good_photo_side_by_side(fake):
+    fake.faces = settings.MAX_FACES + 1
+    at = _upload(_app(), ("crowd.png", portrait_bytes(), "image/png"))
+    assert len(at.warning) == 1 and at.warning[0].value.startswith("Too many faces in crowd.png")
+    fake.faces = 1
+    at = _upload(at, ("crowd.png", portrait_bytes(), "image/png"), ("ok.png", portrait_bytes("BMP"), "image/bmp"))
+    assert len(at.warning) == 1  # the crowd's result is remembered; the other photo still gets its card
+    assert [m.label for m in at.metric] == ["Estimated age", "Gender"]
+
+
+def test_camera_photo_is_analysed(fake):
+    at = _app()
+    at.toggle(key="analyze_camera_on").set_value(True).run()
+    at.camera_input(key="analyze_camera").set_value(("shot.jpg", portrait_bytes("JPEG"), "image/jpeg")).run()
+    assert not at.exception and not at.error
+    assert "camera.jpg: 1 face found" in at.get("image")[0].captions
+
+
+def test_missing_model_file_is_explained(monkeypatch, tmp_path):
+    service.set_analyzer_override(None)
+    monkeypatch.setenv("FACELENS_MODEL", str(tmp_path / "absent.keras"))
+    at = _app()
+    assert len(at.error) == 1 and "No model file" in at.error[0].value
+    assert not at.file_uploader
+
+
+@pytest.mark.slow
+def test_real_pipeline_on_the_sample_photo(monkeypatch, tmp_path, untrained_model_path):
+    """MTCNN + alignment + the network (untrained unless the shipped model exists): a card appears."""
+    service.set_analyzer_override(None)
+    if not settings.DEFAULT_MODEL_PATH.is_file():
+        monkeypatch.setenv("FACELENS_MODEL", str(untrained_model_path))
+    monkeypatch.setenv("FACELENS_MODEL_CARD", str(write_model_card(tmp_path / "card.json")))
+    at = AppTest.from_file(APP_PATH, default_timeout=600)
+    at.run()
+    at.button(key="analyze_sample").click().run()
+    assert not at.exception and not at.error and not at.warning
+    assert [m.label for m in at.metric] == ["Estimated age", "Gender"]
+    assert at.metric[0].value.endswith(" years")

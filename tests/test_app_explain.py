@@ -1,0 +1,82 @@
+"""AppTest of the Explain page: three heads side by side, method, target and opacity."""
+
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from model import service
+from tests.app_support import APP_PATH, RUN_TIMEOUT, FakeAnalyzer, open_page, write_model_card
+
+PAGE = "app_pages/explain.py"
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path):
+    monkeypatch.setenv("FACELENS_MODEL_CARD", str(write_model_card(tmp_path / "card.json")))
+    analyzer = FakeAnalyzer(faces=2)
+    service.set_analyzer_override(analyzer)
+    yield analyzer
+    service.set_analyzer_override(None)
+
+
+def _explain_page() -> AppTest:
+    at = open_page(PAGE)
+    assert not at.exception
+    return at
+
+
+def test_without_a_photo_it_offers_the_sample(fake):
+    at = _explain_page()
+    assert at.title[0].value == "Explain a prediction"
+    assert "No analysed photo yet" in at.info[0].value
+    assert not fake.explain_calls
+
+
+def test_three_heads_side_by_side_with_downloads(fake):
+    at = _explain_page()
+    at.button(key="explain_sample").click().run()
+    assert not at.exception and not at.error
+    assert [s.value for s in at.subheader if s.value in ("Age", "Gender", "Ethnicity")] == ["Age", "Gender", "Ethnicity"]
+    assert sorted(call[1] for call in fake.explain_calls) == ["age", "ethnicity", "gender"]
+    downloads = [b for b in at.get("download_button") if b.proto.label == "Download overlay (PNG)"]
+    assert len(downloads) == 3
+    assert at.selectbox(key="explain_target_age").disabled
+
+
+def test_face_method_target_and_opacity_reach_the_explainer(fake):
+    at = _explain_page()
+    at.button(key="explain_sample").click().run()
+    at.selectbox(key="explain_face").set_value(1).run()
+    at.radio(key="explain_method").set_value("gradcam++").run()
+    at.slider(key="explain_alpha").set_value(0.8).run()
+    at.selectbox(key="explain_target_ethnicity").set_value(2).run()
+    assert not at.exception and not at.error
+    ethnicity_calls = [c for c in fake.explain_calls if c[1] == "ethnicity"]
+    assert ethnicity_calls[-1] == (1, "ethnicity", 2, "gradcam++", 0.8)
+    gender_calls = [c for c in fake.explain_calls if c[1] == "gender"]
+    assert gender_calls[-1] == (1, "gender", None, "gradcam++", 0.8)
+    assert any("asian" in c for c in at.get("image")[-1].captions)
+    assert set(at.radio(key="explain_method").options) >= {"Grad-CAM", "Grad-CAM++"}  # labels of the methods
+
+
+def test_a_failing_heat_map_is_reported_not_raised(fake, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no gradients")
+
+    at = _explain_page()
+    at.button(key="explain_sample").click().run()
+    monkeypatch.setattr(fake, "explain", broken)
+    at.slider(key="explain_alpha").set_value(0.3).run()
+    assert not at.exception
+    assert len(at.error) == 3 and "no gradients" in at.error[0].value
+
+
+def test_photos_analysed_on_the_analyze_page_are_offered(fake):
+    at = AppTest.from_file(APP_PATH, default_timeout=RUN_TIMEOUT)
+    at.run()
+    at.button(key="analyze_sample").click().run()
+    at.switch_page(PAGE).run()
+    assert not at.exception and not at.info
+    assert at.selectbox(key="explain_photo").options == [service.SAMPLE_NAME]
+    assert len(at.selectbox(key="explain_face").options) == 2

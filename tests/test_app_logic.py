@@ -1,0 +1,155 @@
+"""Unit tests of the app's logic modules (no Streamlit): model.service, model.charts,
+training.explorer."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from model import charts, service, settings
+from tests.app_support import FakeAnalyzer, blank_bytes, portrait_bytes, values, write_model_card
+from training import explorer
+
+
+def test_analyze_bytes_outcomes():
+    fake = FakeAnalyzer(faces=2)
+    ok = service.analyze_bytes(fake, "a.png", portrait_bytes())
+    assert ok.ok and len(ok.faces) == 2 and ok.photo.shape == (512, 512, 3)
+    assert service.analyze_bytes(fake, "b.png", blank_bytes()).status == "no_face"
+    assert service.analyze_bytes(fake, "c.png", b"GIF89a broken").status == "unreadable"
+    big = service.analyze_bytes(fake, "d.png", b"0" * (service.MAX_UPLOAD_BYTES + 1))
+    assert big.status == "too_large" and big.photo is None
+    fake.faces = settings.MAX_FACES + 1
+    assert service.analyze_bytes(fake, "e.png", portrait_bytes()).status == "too_many"
+
+
+def test_unexpected_errors_become_a_message(caplog):
+    class Broken(FakeAnalyzer):
+        def analyze(self, image):
+            raise RuntimeError("{boom}")
+
+    outcome = service.analyze_bytes(Broken(), "x.png", portrait_bytes())
+    assert outcome.status == "error" and "x.png" in outcome.message and "RuntimeError" in outcome.message
+    assert "photo analysis failed" in caplog.text
+
+
+def test_sample_photo_is_the_astronaut_png():
+    data = service.sample_photo_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert service.analyze_bytes(FakeAnalyzer(), service.SAMPLE_NAME, data).photo.shape == (512, 512, 3)
+
+
+def test_tables_and_json_cover_every_face():
+    fake = FakeAnalyzer(faces=3)
+    analyses = [service.analyze_bytes(fake, "a.png", portrait_bytes()),
+                service.analyze_bytes(fake, "b.png", blank_bytes())]
+    frame = service.faces_frame(analyses)
+    assert list(frame.columns) == list(service.TABLE_COLUMNS)
+    assert list(frame["face"]) == [1, 2, 3] and set(frame["photo"]) == {"a.png"}
+    assert frame["ethnicity_probability"].between(0, 1).all()
+    csv_rows = service.faces_csv(analyses).strip().splitlines()
+    assert len(csv_rows) == 4
+    payload = json.loads(service.faces_json(analyses))
+    assert [p["status"] for p in payload] == ["ok", "no_face"]
+    assert len(payload[0]["faces"]) == 3 and "face_input" not in payload[0]["faces"][0]
+    assert service.faces_frame([]).empty
+
+
+def test_annotate_draws_coloured_boxes_on_a_copy():
+    fake = FakeAnalyzer(faces=2)
+    photo = np.full((300, 400, 3), 255, np.uint8)
+    photo[::7] = 0  # not flat, so the fake finds faces
+    faces = fake.analyze(photo)
+    drawn = service.annotate(photo, faces)
+    assert drawn.shape == photo.shape and not np.array_equal(drawn, photo)
+    assert photo[::7].max() == 0  # input untouched
+    x, y, w, h = faces[1].box
+    assert tuple(drawn[y + h // 2, x]) == service.box_colour(1)
+
+
+def test_crop_box_clips_to_the_image():
+    image = np.arange(100 * 80 * 3, dtype=np.uint32).reshape(100, 80, 3)
+    assert service.crop_box(image, (0, 0, 20, 20), margin=0.5).shape[:2] == (30, 30)
+    assert service.crop_box(image, (70, 90, 20, 20), margin=0.5).shape[:2] == (20, 20)
+
+
+def test_model_card_loading(tmp_path):
+    assert service.load_model_card(tmp_path / "none.json") is None
+    (tmp_path / "bad.json").write_text("{not json")
+    assert service.load_model_card(tmp_path / "bad.json") is None
+    (tmp_path / "list.json").write_text("[1, 2]")
+    assert service.load_model_card(tmp_path / "list.json") is None
+    assert service.load_model_card(write_model_card(tmp_path / "card.json"))["test_metrics"]["n"] == 200
+
+
+def test_build_analyzer_explains_a_missing_model(tmp_path):
+    with pytest.raises(service.ModelMissingError, match="FACELENS_MODEL"):
+        service.build_analyzer(tmp_path / "absent.keras")
+
+
+def test_explain_methods_come_from_gradcam():
+    assert "gradcam" in service.explain_methods()
+
+
+def test_model_card_charts(tmp_path):
+    card = service.load_model_card(write_model_card(tmp_path / "card.json"))
+    test = card["test_metrics"]
+    assert [label for label, _, _ in charts.headline_metrics(card)][0] == "Age MAE"
+    mae = charts.mae_by_age_group(test)
+    assert len(mae.data) == 2 and list(mae.data[0].x)[0] == "0-2"
+    table = charts.per_class_table(test["ethnicity"])
+    assert list(table["class"]) == ["White", "Black", "Asian", "Indian", "Other"]
+    assert len(charts.training_curves(card["training"]["history"]).data) == 8
+    assert charts.confusion_matrix({}, "empty").data == ()
+    calibration = charts.calibration(test)
+    assert [float(v) for v in calibration.data[1].y] == [0.78]
+
+
+def test_ethnicity_bar_keeps_label_order():
+    fig = charts.ethnicity_bar({"other": 0.1, "white": 0.6, "black": 0.1, "asian": 0.1, "indian": 0.1})
+    assert list(fig.data[0].y) == ["White", "Black", "Asian", "Indian", "Other"]
+    assert values(fig.to_plotly_json()["data"][0]["x"])[0] == pytest.approx(0.6)
+
+
+def test_age_histogram_rebins_counts():
+    counts = {"1": 2, "4": 3, "5": 1, "12": 4}
+    fig = explorer.age_histogram(counts, bin_width=5)
+    assert [int(v) for v in fig.data[0].y] == [5, 1, 4]
+    assert sum(int(v) for v in explorer.age_histogram(counts, bin_width=1).data[0].y) == 10
+    assert explorer.age_histogram({}, 5).data == ()
+
+
+def test_imbalance_and_quality_tables(tmp_path):
+    summary = service.load_model_card(write_model_card(tmp_path / "card.json"))["data"]
+    imbalance = explorer.imbalance_table(summary).set_index("attribute")
+    assert imbalance.loc["ethnicity", "ratio"] == 6.0
+    assert imbalance.loc["ethnicity", "smallest class"] == "Other (70)"
+    quality = explorer.quality_table(summary["quality"]).set_index("check")["count"]
+    assert quality["identical images with conflicting labels"] == 1
+    assert explorer.imbalance_table({}).empty
+
+
+def test_index_folder_and_filters(utkface_dir):
+    summary, frame = explorer.index_folder(utkface_dir)
+    assert summary["n"] == len(frame) == 48
+    assert set(frame["gender"]) <= {"male", "female"}
+    picked = explorer.filter_samples(frame, ["female"], ["white", "asian"], (10, 60), limit=5, seed=1)
+    assert len(picked) <= 5 and set(picked["gender"]) <= {"female"}
+    assert picked["age"].between(10, 60).all() and set(picked["ethnicity"]) <= {"white", "asian"}
+    assert explorer.filter_samples(frame, limit=100).shape[0] == 48
+    thumb = explorer.thumbnail(frame["path"].iloc[0], size=50)
+    assert thumb.shape == (50, 50, 3) and thumb.dtype == np.uint8
+
+
+def test_thumbnail_of_a_broken_file_is_none(tmp_path):
+    (tmp_path / "1_0_0_1.jpg").write_bytes(b"nope")
+    assert explorer.thumbnail(tmp_path / "1_0_0_1.jpg") is None
+
+
+def test_age_by_ethnicity_box_and_violin():
+    frame = pd.DataFrame({"age": [5, 30, 60, 22], "ethnicity": ["white", "white", "black", "other"]})
+    assert [t.type for t in explorer.age_by_ethnicity(frame, "box").data] == ["box"] * 3
+    assert [t.type for t in explorer.age_by_ethnicity(frame, "violin").data] == ["violin"] * 3

@@ -1,0 +1,72 @@
+"""AppTest of the Model page: held-out metrics, group charts, confusion matrices,
+calibration, training curves and the responsible-use note, from a generated card."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.app_support import FakeAnalyzer, chart_figures, open_page, serving, values, write_model_card
+
+
+@pytest.fixture(autouse=True)
+def fake_analyzer():
+    """The app opens on the Analyze page; serve a fake so no model is loaded here."""
+    with serving(FakeAnalyzer()) as analyzer:
+        yield analyzer
+
+
+PAGE = "app_pages/model_card.py"
+
+
+def _page(monkeypatch, card_path) -> AppTest:
+    monkeypatch.setenv("FACELENS_MODEL_CARD", str(card_path))
+    at = open_page(PAGE)
+    assert not at.exception
+    return at
+
+
+def test_model_page_shows_every_section(monkeypatch, tmp_path):
+    card = write_model_card(tmp_path / "card.json", n_test=321)
+    at = _page(monkeypatch, card)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics == {"Age MAE": "5.4 years", "Age within 5 years": "60.0%", "Gender accuracy": "91.0%",
+                       "Ethnicity accuracy": "80.0%", "Test faces": "321"}
+    charts = chart_figures(at)
+    assert set(charts) == {"chart_mae_age_group", "chart_mae_group", "chart_accuracy_group",
+                           "chart_confusion_gender", "chart_confusion_ethnicity", "chart_calibration",
+                           "chart_training"}
+    assert len(values(charts["chart_mae_group"]["data"][0]["x"])) == 7  # 2 genders + 5 ethnicities
+    confusion = charts["chart_confusion_ethnicity"]["data"][0]
+    rows = values(confusion["z"])
+    assert len(rows) == 5 and all(abs(sum(row) - 1) < 1e-6 for row in rows)  # row-normalised
+    headers = [h.value for h in at.header]
+    assert headers == ["Where it is more and less accurate", "Confusion matrices", "Calibration", "Training",
+                       "Limits and responsible use"]
+    note = " ".join(m.value for m in at.markdown)
+    assert "coarse" in note.lower() and "can be wrong" in note
+    assert "Non-commercial" in " ".join(c.value for c in at.caption)
+
+
+def test_training_curves_follow_the_history(monkeypatch, tmp_path):
+    card = write_model_card(tmp_path / "card.json")
+    data = json.loads(card.read_text())
+    data["training"]["history"] = data["training"]["history"][:2]
+    card.write_text(json.dumps(data))
+    traces = chart_figures(_page(monkeypatch, card))["chart_training"]["data"]
+    assert len(traces) == 8  # train + validation for four quantities
+    assert all(len(values(t["x"])) == 2 for t in traces)
+
+
+def test_missing_card_is_a_warning_not_a_crash(monkeypatch, tmp_path):
+    at = _page(monkeypatch, tmp_path / "absent.json")
+    assert "No model card" in at.warning[0].value
+    assert not at.metric
+
+
+def test_card_without_metrics_still_renders(monkeypatch, tmp_path):
+    (tmp_path / "bare.json").write_text(json.dumps({"name": "bare"}))
+    at = _page(monkeypatch, tmp_path / "bare.json")
+    assert {m.label: m.value for m in at.metric}["Age MAE"] == "n/a"

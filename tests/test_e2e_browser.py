@@ -1,0 +1,135 @@
+"""End to end in a real browser: `streamlit run app.py` driven by headless Chromium.
+
+Uploads the sample portrait, waits for a face card, visits every page and saves
+screenshots to test-artifacts/ (gitignored). Uses the shipped model when present,
+otherwise an untrained one of the same shape (the card must appear; its numbers are
+not checked). Skips with the reason when Chromium or Playwright is missing. Every
+wait is bounded, so a broken server fails the test instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from model import settings
+from tests.app_support import portrait_bytes, write_model_card
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-quic", "--no-first-run"]
+ARTIFACTS = ROOT / "test-artifacts"
+SERVER_START_S = 90
+#: Loading TensorFlow + the model, MTCNN and the first inference on 2 busy CPU cores.
+FIRST_RESULT_MS = 240_000
+STEP_MS = 90_000
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory, untrained_model_path):
+    if not CHROMIUM.is_file():
+        pytest.skip(f"Chromium not found at {CHROMIUM}; install it with `apt-get install chromium`")
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
+    tmp = tmp_path_factory.mktemp("e2e")
+    model = settings.DEFAULT_MODEL_PATH if settings.DEFAULT_MODEL_PATH.is_file() else untrained_model_path
+    card = settings.DEFAULT_MODEL_CARD_PATH
+    if not (settings.DEFAULT_MODEL_PATH.is_file() and card.is_file()):
+        card = write_model_card(tmp / "card.json")
+    env = {**os.environ, "FACELENS_MODEL": str(model), "FACELENS_MODEL_CARD": str(card), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("UTKFACE_DIR", None)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (tmp / "streamlit.log").open("w")
+    proc = subprocess.Popen(
+        ["nice", "-n", "5", sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
+         "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while not _healthy(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start: {(tmp / 'streamlit.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
+
+
+def _no_exception(page) -> None:
+    errors = page.locator("[data-testid='stException']")
+    assert errors.count() == 0, errors.first.inner_text()
+
+
+def test_upload_photo_and_visit_every_page(app_url):
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+                                             timeout=60_000)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1500})
+            page.set_default_timeout(STEP_MS)
+            page.goto(app_url, wait_until="domcontentloaded", timeout=STEP_MS)
+            expect(page.get_by_role("heading", name="Analyze a photo")).to_be_visible()
+
+            page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(
+                files=[{"name": "portrait.png", "mimeType": "image/png", "buffer": portrait_bytes()}])
+            expect(page.get_by_text("Estimated age").first).to_be_visible(timeout=FIRST_RESULT_MS)
+            expect(page.get_by_text("Face 1", exact=True).first).to_be_visible()
+            expect(page.get_by_text("Detection confidence").first).to_be_visible()
+            page.wait_for_timeout(1500)  # let the Plotly bars finish drawing before the screenshot
+            _no_exception(page)
+            page.screenshot(path=str(ARTIFACTS / "analyze_page.png"), full_page=True)
+
+            for link, heading, shot in (
+                ("Explain", "Explain a prediction", "explain_page.png"),
+                ("Dataset explorer", "Dataset explorer", "dataset_page.png"),
+                ("Model", "The model", "model_page.png"),
+            ):
+                page.get_by_test_id("stSidebarNav").get_by_role("link", name=link, exact=True).click()
+                expect(page.get_by_role("heading", name=heading)).to_be_visible()
+                if link == "Explain":  # heat maps of the photo analysed above, one per head
+                    expect(page.get_by_role("button", name="Download overlay (PNG)")).to_have_count(3, timeout=FIRST_RESULT_MS)
+                else:
+                    expect(page.locator(".js-plotly-plot").first).to_be_visible()
+                page.wait_for_timeout(1500)
+                _no_exception(page)
+                page.screenshot(path=str(ARTIFACTS / shot), full_page=True)
+        finally:
+            browser.close()
+    for name in ("analyze_page.png", "explain_page.png", "dataset_page.png", "model_page.png"):
+        assert (ARTIFACTS / name).stat().st_size > 10_000
