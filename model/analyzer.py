@@ -168,7 +168,14 @@ class FaceAnalyzer:
         t1 = time.perf_counter()
         detections: list[Detection] = self.detector.detect(photo)
         t2 = time.perf_counter()
-        aligned = [align_face(photo, d.landmarks, input_size=self.input_size) for d in detections]
+        pairs = []
+        for det in detections:
+            try:
+                pairs.append((det, align_face(photo, det.landmarks, input_size=self.input_size)))
+            except ValueError:  # degenerate landmarks (all on one point): not a usable face
+                continue
+        detections = [det for det, _ in pairs]
+        aligned = [face for _, face in pairs]
         t3 = time.perf_counter()
         results: list[FaceResult] = []
         if aligned:

@@ -220,3 +220,37 @@ def test_trained_model_sees_an_adult_woman(astronaut):
     (face,) = analyzer.analyze(astronaut)
     assert face.gender == "female"
     assert 20 <= face.age <= 65
+
+
+def test_all_faces_go_through_one_batched_model_call(analyzer, astronaut, monkeypatch):
+    real = analyzer.predictor
+    batches = []
+
+    class Counting:
+        def __call__(self, faces):
+            batches.append(faces.shape)
+            return real(faces)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    monkeypatch.setattr(analyzer, "predictor", Counting())
+    faces = analyzer.analyze(np.hstack([astronaut, astronaut, astronaut]))
+    assert len(faces) == 3
+    assert batches == [(3, settings.INPUT_SIZE, settings.INPUT_SIZE, 3)]
+
+
+def test_degenerate_landmarks_are_dropped_not_raised(untrained_model, astronaut):
+    from model.face_detect import Detection
+
+    real = FaceDetector().detect(astronaut)[0]
+    point = real.landmarks["nose"]
+    broken = Detection((10.0, 10.0, 60.0, 60.0), 0.99, {k: point for k in real.landmarks})
+
+    class FixedDetector:
+        def detect(self, photo):
+            return [broken, real]
+
+    faces = FaceAnalyzer(model=untrained_model, detector=FixedDetector(), warm_up=False).analyze(astronaut)
+    assert len(faces) == 1 and faces[0].index == 0
+    assert faces[0].detection_confidence == real.confidence and _box_close(faces[0].box, real.box, 2)
