@@ -24,6 +24,7 @@ if not found:
 
 if len(analyses) > 1:
     ui.faces_summary(found)
+if len(found) > 1:
     for tab, analysis in zip(st.tabs([a.name for a in found]), found):
         with tab:
             ui.photo_result(analysis, analyzer)

@@ -43,13 +43,16 @@ with left:
         st.plotly_chart(explorer.age_by_ethnicity(frame, kind), key="chart_age_by_ethnicity")
     else:
         st.plotly_chart(explorer.age_group_by_ethnicity(summary), key="chart_age_by_ethnicity")
-with right:
-    st.plotly_chart(explorer.gender_ethnicity_heatmap(summary), key="chart_gender_ethnicity")
-    st.markdown("**Imbalance** (largest over smallest class; 1.0 is balanced)")
+right.plotly_chart(explorer.gender_ethnicity_heatmap(summary), key="chart_gender_ethnicity")
+left, right = st.columns(2)
+with left:
+    st.subheader("Imbalance")
+    st.caption("Largest over smallest class; 1.0 is balanced. The model page shows what this costs.")
     st.dataframe(explorer.imbalance_table(summary), hide_index=True, key="table_imbalance")
-st.subheader("Data quality")
-st.caption("What the data layer skipped or merged before training: the file names carry the labels.")
-st.dataframe(explorer.quality_table(summary.get("quality") or {}), hide_index=True, key="table_quality")
+with right:
+    st.subheader("Data quality")
+    st.caption("What the data layer skipped or merged before training (the file names carry the labels).")
+    st.dataframe(explorer.quality_table(summary.get("quality") or {}), hide_index=True, key="table_quality")
 if frame is not None:
     ui.sample_grid(frame)
 else:

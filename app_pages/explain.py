@@ -1,5 +1,7 @@
 """Explain: Grad-CAM heat maps of the three heads side by side for one face."""
 
+import functools
+
 import streamlit as st
 
 from model import service, ui
@@ -31,8 +33,13 @@ with st.sidebar:
                       "Score-CAM needs no gradients but runs the network many times (slower).")
     alpha = st.slider("Heat map opacity", 0.0, 1.0, 0.45, 0.05, key="explain_alpha")
 
-st.image(service.crop_box(service.annotate(photo.photo, [face]), face.box, margin=1.0), width=260,
-         caption=f"{photo.name}, face {face.index + 1}")
+picture, summary = st.columns([1, 3], vertical_alignment="center")
+picture.image(service.crop_box(service.annotate(photo.photo, [face]), face.box, margin=1.0), width="stretch",
+              caption=f"{photo.name}, face {face.index + 1}")
+with summary:
+    ui.prediction_summary(face)
+    st.caption("Each map explains one head. Pick a target class to ask \"what looks like this class?\" "
+               "instead of explaining the prediction. Change the method and opacity in the sidebar.")
 for head, column in zip(HEAD_NAMES, st.columns(len(HEAD_NAMES))):
     with column, st.container(border=True):
         st.subheader(ui.HEAD_TITLES[head])
@@ -44,6 +51,6 @@ for head, column in zip(HEAD_NAMES, st.columns(len(HEAD_NAMES))):
             continue
         st.image(service.crop_box(explanation.overlay, face.box), width="stretch",
                  caption=f"{ui.method_label(explanation.method)} for: {explanation.target_name}")
-        st.download_button("Download overlay (PNG)", service.png_bytes(explanation.overlay),
+        st.download_button("Download overlay (PNG)", functools.partial(service.png_bytes, explanation.overlay),
                            f"facelens_{head}_{explanation.method}_face{face.index + 1}.png", "image/png",
                            key=f"explain_download_{head}", icon=":material/download:")

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from model import charts, service, settings
+from model import charts, service, settings, ui
 
 st.title("The model")
 card = service.load_model_card()
@@ -30,7 +30,8 @@ for column, head in ((left, "gender"), (right, "ethnicity")):
     with column:
         st.plotly_chart(charts.confusion_matrix(test.get(head) or {}, f"{head.capitalize()} (row = true class)"),
                         key=f"chart_confusion_{head}")
-        st.dataframe(charts.per_class_table(test.get(head) or {}), hide_index=True, key=f"table_classes_{head}")
+        st.dataframe(charts.per_class_table(test.get(head) or {}), hide_index=True, key=f"table_classes_{head}",
+                     column_config=ui.PER_CLASS_COLUMNS)
 
 st.header("Calibration")
 st.caption("Are the probabilities honest? ECE is the average gap between confidence and accuracy. "

@@ -30,6 +30,8 @@ from model.labels import ETHNICITY_DISPLAY
 UPLOAD_TYPES: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "bmp")
 MAX_UPLOAD_BYTES: int = settings.MAX_UPLOAD_MB * 1024 * 1024
 SAMPLE_NAME: str = "sample_astronaut.png"
+#: Longest side of photos shown in the browser.
+DISPLAY_MAX_SIDE: int = 1600
 #: Grad-CAM methods offered when model.gradcam cannot tell (it normally can).
 FALLBACK_METHODS: tuple[str, ...] = ("gradcam", "gradcam++")
 #: Box colours (RGB) cycled by face number; same order as the card badges.
@@ -155,6 +157,22 @@ def png_bytes(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.asarray(image, np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def for_display(image: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
+    """Shrink big photos before they are sent to the browser (the analysis keeps full size)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    if max(h, w) <= max_side:
+        return image
+    factor = max_side / max(h, w)
+    return cv2.resize(image, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
+
+
+def age_text(age: float) -> str:
+    years = round(float(age))
+    return f"{years} year{'' if years == 1 else 's'}"
 
 
 def box_colour(index: int) -> tuple[int, int, int]:

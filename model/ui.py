@@ -18,8 +18,9 @@ from model import charts, service, settings
 from model.labels import ETHNICITIES, GENDERS, HEAD_NAMES
 
 RESULTS_KEY = "facelens_results"
-#: Photos kept per browser session (their results, in memory only).
+#: Analysed photos kept per browser session (in memory only), by count and by decoded size.
 MAX_KEPT_PHOTOS = 12
+MAX_KEPT_PIXELS = 80_000_000
 HEAD_TITLES: dict[str, str] = {"age": "Age", "gender": "Gender", "ethnicity": "Ethnicity"}
 HEAD_CLASSES: dict[str, tuple[str, ...]] = {"gender": GENDERS, "ethnicity": ETHNICITIES}
 
@@ -61,7 +62,7 @@ def photo_sources(prefix: str) -> list[tuple[str, bytes]]:
     with left:
         uploads = st.file_uploader(
             "Upload one or more photos", type=list(service.UPLOAD_TYPES), accept_multiple_files=True,
-            key=f"{prefix}_upload", help=f"JPG, PNG, WebP or BMP, up to {settings.MAX_UPLOAD_MB} MB each. "
+            key=f"{prefix}_upload", max_upload_size=settings.MAX_UPLOAD_MB, help=f"JPG, PNG, WebP or BMP, up to {settings.MAX_UPLOAD_MB} MB each. "
             "Photos stay in memory and are never stored.",
         ) or []
     with right:
@@ -93,9 +94,17 @@ def analyze_all(analyzer, sources: list[tuple[str, bytes]]) -> list[service.Phot
                 store[digest] = service.analyze_bytes(analyzer, name, data)
         store.move_to_end(digest)
         out.append(store[digest])
-    while len(store) > MAX_KEPT_PHOTOS:
-        store.popitem(last=False)
+    _evict(store, keep=len(sources))
     return out
+
+
+def _evict(store: OrderedDict, keep: int) -> None:
+    """Forget the oldest photos beyond the count or pixel budget, never the ``keep`` newest."""
+    def pixels() -> int:
+        return sum(a.photo.shape[0] * a.photo.shape[1] for a in store.values() if a.photo is not None)
+
+    while len(store) > max(keep, 1) and (len(store) > MAX_KEPT_PHOTOS or pixels() > MAX_KEPT_PIXELS):
+        store.popitem(last=False)
 
 
 def session_results() -> list[service.PhotoAnalysis]:
@@ -134,7 +143,7 @@ def photo_result(analysis: service.PhotoAnalysis, analyzer) -> None:
     n = len(analysis.faces)
     photo_col, cards_col = st.columns([2, 3] if n == 1 else [1, 2])
     with photo_col:
-        st.image(service.annotate(analysis.photo, analysis.faces), width="stretch",
+        st.image(service.for_display(service.annotate(analysis.photo, analysis.faces)), width="stretch",
                  caption=f"{analysis.name}: {n} face{'s' if n != 1 else ''} found")
     with cards_col:
         per_row = 1 if n == 1 else 2
@@ -150,26 +159,31 @@ def face_card(analysis: service.PhotoAnalysis, face, analyzer) -> None:
         colour = service.box_colour_hex(face.index)
         st.markdown(f"<span style='color:{colour};font-size:1.25rem'>&#9632;</span> **Face {face.index + 1}**",
                     unsafe_allow_html=True)
-        thumb, numbers = st.columns([1, 2])
-        thumb.image(service.crop_box(analysis.photo, face.box), width="stretch")
+        thumb, numbers = st.columns([1, 1.4])
+        slot = thumb.empty()
         with numbers:
             low, high = face.age_interval
-            st.metric("Estimated age", f"{face.age:.0f} years",
+            st.metric("Estimated age", service.age_text(face.age),
                       help="Expected value of the predicted age distribution.")
-            st.caption(f"80% interval {low:.0f}-{high:.0f} years · age group {face.age_group}")
+            st.caption(f"80% interval {low:.0f}-{high:.0f} years · age group {face.age_group}",
+                       help="The model is 80% sure the apparent age lies in this range.")
             st.metric("Gender", face.gender.capitalize(), help="UTKFace's binary gender label.")
             st.caption(f"probability {face.gender_probability:.0%}")
         st.markdown("**Ethnicity** (UTKFace's coarse categories)")
         st.plotly_chart(charts.ethnicity_bar(face.ethnicity_probabilities), key=f"eth_{key}",
                         config={"displayModeBar": False})
         st.caption(f"Detection confidence {face.detection_confidence:.1%}")
-        if st.toggle("Show Grad-CAM", key=f"cam_{key}", help="Which pixels drove each prediction."):
+        show_cam = st.toggle("Grad-CAM heat map", key=f"cam_{key}", help="Which pixels drove a prediction.")
+        head = "age"
+        if show_cam:
             head = st.segmented_control("Head", HEAD_NAMES, default="age", key=f"camhead_{key}",
-                                        format_func=HEAD_TITLES.get) or "age"
-            explanation = explain(analyzer, analysis, face, head)
-            if explanation is not None:
-                st.image(service.crop_box(explanation.overlay, face.box), width="stretch",
-                         caption=f"Grad-CAM for {HEAD_TITLES[head].lower()}: {explanation.target_name}")
+                                           format_func=HEAD_TITLES.get, label_visibility="collapsed") or "age"
+        explanation = explain(analyzer, analysis, face, head) if show_cam else None
+        if explanation is not None:
+            slot.image(service.crop_box(explanation.overlay, face.box), width="stretch",
+                       caption=f"Grad-CAM for {HEAD_TITLES[head].lower()}: {explanation.target_name}")
+        else:
+            slot.image(service.crop_box(analysis.photo, face.box), width="stretch")
 
 
 def explain(analyzer, analysis: service.PhotoAnalysis, face, head: str, target: int | None = None,
@@ -230,6 +244,22 @@ METHOD_LABELS: dict[str, str] = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++
 
 def method_label(method: str) -> str:
     return METHOD_LABELS.get(method, method)
+
+
+def prediction_summary(face) -> None:
+    """The three predictions of one face as a row of metrics."""
+    age, gender, ethnicity = st.columns(3)
+    age.metric("Estimated age", service.age_text(face.age))
+    gender.metric("Gender", face.gender.capitalize(), help=f"probability {face.gender_probability:.0%}")
+    ethnicity.metric("Ethnicity", charts.short_ethnicity(face.ethnicity),
+                     help=f"probability {face.ethnicity_probabilities[face.ethnicity]:.0%}")
+
+
+PER_CLASS_COLUMNS = {
+    "recall": st.column_config.NumberColumn("recall", format="percent", help="Share of this class found."),
+    "precision": st.column_config.NumberColumn("precision", format="percent",
+                                               help="Share of predictions of this class that were right."),
+}
 
 
 def face_label(face) -> str:

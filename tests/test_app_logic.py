@@ -153,3 +153,36 @@ def test_age_by_ethnicity_box_and_violin():
     frame = pd.DataFrame({"age": [5, 30, 60, 22], "ethnicity": ["white", "white", "black", "other"]})
     assert [t.type for t in explorer.age_by_ethnicity(frame, "box").data] == ["box"] * 3
     assert [t.type for t in explorer.age_by_ethnicity(frame, "violin").data] == ["violin"] * 3
+
+
+def test_streamlit_config_suits_headless_serving():
+    import tomllib
+
+    config = tomllib.loads((settings.PROJECT_ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["maxUploadSize"] == settings.MAX_UPLOAD_MB
+    assert config["server"]["headless"] is True
+    assert config["browser"]["gatherUsageStats"] is False
+
+
+def test_display_copies_are_shrunk_and_ages_read_well():
+    big = np.zeros((4000, 3000, 3), np.uint8)
+    assert service.for_display(big).shape == (service.DISPLAY_MAX_SIDE, 1200, 3)
+    small = np.zeros((10, 20, 3), np.uint8)
+    assert service.for_display(small) is small
+    assert [service.age_text(a) for a in (0.6, 1.2, 34.5)] == ["1 year", "1 year", "34 years"]
+
+
+def test_session_store_keeps_the_newest_photos_within_budget(monkeypatch):
+    from collections import OrderedDict
+
+    from model import ui
+
+    def photo(side: int) -> service.PhotoAnalysis:
+        return service.PhotoAnalysis(str(side), str(side), "ok", photo=np.zeros((side, side, 3), np.uint8))
+
+    store = OrderedDict((str(i), photo(10)) for i in range(ui.MAX_KEPT_PHOTOS + 3))
+    ui._evict(store, keep=1)
+    assert list(store) == [str(i) for i in range(3, ui.MAX_KEPT_PHOTOS + 3)]
+    monkeypatch.setattr(ui, "MAX_KEPT_PIXELS", 250)
+    ui._evict(store, keep=2)
+    assert len(store) == 2  # over the pixel budget, but the photos on screen stay

@@ -118,7 +118,7 @@ def gender_ethnicity_heatmap(summary: dict) -> go.Figure:
         colorscale=SEQUENTIAL, text=[[f"{v:,}" for v in row] for row in z], texttemplate="%{text}",
         hovertemplate="%{y}, %{x}: %{z:,} faces<extra></extra>", showscale=False,
     ))
-    return style_figure(fig, "Gender x ethnicity", 260)
+    return style_figure(fig, "Gender x ethnicity", 330)
 
 
 def imbalance_table(summary: dict) -> pd.DataFrame:
