@@ -48,7 +48,11 @@ TEMPLATE: np.ndarray = np.array(
 LANDMARK_WEIGHTS: np.ndarray = np.array([2.0, 2.0, 1.0, 1.0, 1.0])
 
 #: Extra scale about the crop centre: 1.0 reproduces the template exactly; > 1
-#: zooms out (looser crop). Checked with training/crop_check.py (see its docstring).
+#: zooms out (looser crop). Checked 2026-11-23 with ``python -m training.crop_check
+#: --n 600 --zooms 0.95,1.05 --weightings`` (an early checkpoint; 574 of 600 pasted
+#: test crops detected): mean |age difference| from the crop-only prediction of the
+#: same face is 1.60 years at zoom 1.00 (eyes x2), 1.87 at 0.95, 2.21 at 1.05, and
+#: 1.70 with all five points weighted alike. The measured framing is the closest.
 CROP_ZOOM: float = 1.0
 
 

@@ -10,7 +10,7 @@ Takes N real UTKFace crops from the content-hash "test" split and scores them tw
 If alignment reproduces UTKFace framing, (b) is close to (a). Other crop zooms are
 scored on the same detections (``--zooms``) to tune ``model.align.CROP_ZOOM``.
 
-    FACELENS_MODEL=/tmp/best.keras python -m training.crop_check --n 300 --zooms 0.95,1.0,1.05,1.1
+    FACELENS_MODEL=/tmp/best.keras python -m training.crop_check --n 600 --zooms 0.95,1.05,1.1 --weightings
 """
 
 from __future__ import annotations
@@ -96,23 +96,34 @@ def _fmt(s: dict[str, float]) -> str:
     return f"age MAE {s['age_mae']:.2f}  gender acc {s['gender_acc']:.3f}  ethnicity acc {s['ethnicity_acc']:.3f}"
 
 
+def _agreement(out, ref, mask: np.ndarray) -> str:
+    """How far predictions move from the crop-only ones on the same faces."""
+    age = np.abs(out.age - ref.age[mask]).mean()
+    gender = (out.gender.argmax(1) == ref.gender.argmax(1)[mask]).mean()
+    eth = (out.ethnicity.argmax(1) == ref.ethnicity.argmax(1)[mask]).mean()
+    return f"vs crop-only: mean |age diff| {age:.2f}, same gender {gender:.3f}, same ethnicity {eth:.3f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", type=Path, default=None, help="UTKFace folder (default: settings.utkface_dir())")
     parser.add_argument("--model", type=Path, default=None, help="model file (default: settings.model_path())")
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--zooms", default="1.0", help="comma-separated crop zooms also scored on the same detections")
+    parser.add_argument("--zooms", default="", help="comma-separated crop zooms also scored on the same detections")
+    parser.add_argument("--weightings", action="store_true",
+                        help="also score the landmark weightings of training.measure_template on the same detections")
     args = parser.parse_args(argv)
 
     from tqdm import tqdm
 
     from model import settings
-    from model.align import CROP_ZOOM, align_face
+    from model.align import CROP_ZOOM, LANDMARK_WEIGHTS, align_face
     from model.analyzer import FaceAnalyzer
     from model.labels import ETHNICITIES, GENDERS
     from model.preprocess import prepare_face
     from training.data import index_utkface_dir, load_rgb
+    from training.measure_template import WEIGHTINGS
 
     folder = args.dir or settings.utkface_dir()
     if folder is None:
@@ -123,11 +134,18 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [test[i] for i in sorted(rng.choice(len(test), size=min(args.n, len(test)), replace=False))]
     analyzer = FaceAnalyzer(args.model)
     print(f"model {analyzer.model_path} (flip_tta={analyzer.flip_tta}); {len(chosen)} test-split crops", flush=True)
-    zooms = [float(z) for z in args.zooms.split(",")]
+    # Alternative framings, scored on the very same detections as the analyzer's.
+    configs: dict[str, tuple[float, np.ndarray]] = {}
+    for z in (float(v) for v in args.zooms.split(",") if v.strip()):
+        configs[f"zoom {z:.2f}"] = (z, LANDMARK_WEIGHTS)
+    if args.weightings:
+        for name, weights in WEIGHTINGS.items():
+            configs[f"weights {name}"] = (CROP_ZOOM, np.array(weights, np.float64))
 
     truth, crop_inputs, found = [], [], []
     pipeline_rows = []  # (age, gender idx, ethnicity idx) from analyze()
-    zoom_inputs: dict[float, list[np.ndarray]] = {z: [] for z in zooms}
+    pipeline_inputs = []
+    config_inputs: dict[str, list[np.ndarray]] = {name: [] for name in configs}
     for sample in tqdm(chosen, desc="photos", file=sys.stderr):
         crop = load_rgb(sample)
         if crop is None:
@@ -140,11 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         found.append(face is not None)
         if face is None:
             continue
-        pipeline_rows.append(
-            (face.age, GENDERS.index(face.gender), ETHNICITIES.index(face.ethnicity))
-        )
-        for z in zooms:
-            zoom_inputs[z].append(align_face(pasted.photo, face.landmarks, zoom=z).face_input)
+        pipeline_rows.append((face.age, GENDERS.index(face.gender), ETHNICITIES.index(face.ethnicity)))
+        pipeline_inputs.append(face.face_input)
+        for name, (zoom, weights) in configs.items():
+            config_inputs[name].append(align_face(pasted.photo, face.landmarks, zoom=zoom, weights=weights).face_input)
 
     truth_arr = np.array(truth, np.float64).reshape(-1, 3)
     found_arr = np.array(found, bool)
@@ -157,15 +174,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = np.array(pipeline_rows, np.float64).reshape(-1, 3)
     pipe = scores(rows[:, 0], rows[:, 1], rows[:, 2], truth_arr[found_arr])
     print(f"detection rate (pasted photos): {found_arr.mean():.3f} ({found_arr.sum()}/{len(found_arr)})")
-    print(f"(a) crop-only, all {len(truth_arr)}:        {_fmt(crop_all)}")
-    print(f"(a) crop-only, detected {found_arr.sum()}:   {_fmt(crop_hit)}")
-    print(f"(b) pasted photo, full analyzer (zoom {CROP_ZOOM}): {_fmt(pipe)}")
-    for z in zooms:
-        if not zoom_inputs[z]:
+    print(f"(a) crop-only, all {len(truth_arr)}:  {_fmt(crop_all)}")
+    print(f"(a) crop-only, the {found_arr.sum()} detected: {_fmt(crop_hit)}")
+    print(f"(b) pasted photo, full analyzer:  {_fmt(pipe)}")
+    if pipeline_inputs:
+        print(f"    {_agreement(analyzer.predictor(np.stack(pipeline_inputs)), crop_out, found_arr)}")
+    for name, inputs in config_inputs.items():
+        if not inputs:
             continue
-        out = analyzer.predictor(np.stack(zoom_inputs[z]))
+        out = analyzer.predictor(np.stack(inputs))
         s = scores(out.age, out.gender.argmax(1), out.ethnicity.argmax(1), truth_arr[found_arr])
-        print(f"    same detections, crop zoom {z:.2f}: {_fmt(s)}")
+        print(f"    same detections, {name:20s} {_fmt(s)}; {_agreement(out, crop_out, found_arr)}")
     return 0
 
 
