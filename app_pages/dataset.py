@@ -3,7 +3,7 @@
 import streamlit as st
 
 from model import service, ui
-from training import explorer
+from training import explorer, explorer_ui
 
 ui.page_header(
     "Dataset explorer",
@@ -14,15 +14,15 @@ card = service.load_model_card()
 with st.sidebar:
     st.subheader("Data source")
     choices = ["card", "folder"]
-    start = 1 if ui.folder_given_explicitly() or card is None else 0
+    start = 1 if explorer_ui.folder_given_explicitly() or card is None else 0
     source = st.radio("Show", choices, index=start, key="explorer_source", format_func={
         "card": "Training data of the shipped model", "folder": "A UTKFace folder on this machine"}.get)
-    folder = st.text_input("UTKFace folder", ui.dataset_folder_default(), key="explorer_dir",
+    folder = st.text_input("UTKFace folder", explorer_ui.dataset_folder_default(), key="explorer_dir",
                            disabled=source != "folder", help="A folder of [age]_[gender]_[race]_[date].jpg files.")
 
 frame = None
 if source == "folder":
-    summary, frame = ui.indexed_folder(folder)
+    summary, frame = explorer_ui.indexed_folder(folder)
 else:
     summary = (card or {}).get("data")
     if not summary:
@@ -30,7 +30,7 @@ else:
         st.stop()
     st.caption(f"Statistics of the {summary.get('n', 0):,} faces behind the shipped model (from its model card).")
 
-ui.dataset_headline(summary)
+explorer_ui.dataset_headline(summary)
 bins = st.slider("Age bin width (years)", 1, 20, 5, key="explorer_bins")
 st.plotly_chart(explorer.age_histogram(summary["age_counts"], bins), key="chart_age_hist")
 left, right = st.columns(2)
@@ -54,6 +54,6 @@ with right:
     st.caption("What the data layer skipped or merged before training (the file names carry the labels).")
     st.dataframe(explorer.quality_table(summary.get("quality") or {}), hide_index=True, key="table_quality")
 if frame is not None:
-    ui.sample_grid(frame)
+    explorer_ui.sample_grid(frame)
 else:
     st.caption("Choose a UTKFace folder in the sidebar to browse sample faces and per-face age plots.")

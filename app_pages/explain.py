@@ -18,8 +18,10 @@ if not results:
     st.info("No analysed photo yet: analyze one on the **Analyze** page, or explain the sample photo here.",
             icon=":material/info:")
     if st.button("Explain the sample photo", key="explain_sample", icon=":material/photo_camera_front:"):
-        ui.analyze_all(analyzer, [(service.SAMPLE_NAME, service.sample_photo_bytes())])
-        st.rerun()
+        sample = ui.sample_source()
+        if sample:
+            ui.analyze_all(analyzer, [sample])
+            st.rerun()
     st.stop()
 
 with st.sidebar:

@@ -8,9 +8,7 @@ TensorFlow is only reached through the analyzer object.
 
 from __future__ import annotations
 
-import contextvars
 from collections import OrderedDict
-from pathlib import Path
 
 import streamlit as st
 
@@ -23,13 +21,15 @@ MAX_KEPT_PHOTOS = 12
 MAX_KEPT_PIXELS = 80_000_000
 HEAD_TITLES: dict[str, str] = {"age": "Age", "gender": "Gender", "ethnicity": "Ethnicity"}
 HEAD_CLASSES: dict[str, tuple[str, ...]] = {"gender": GENDERS, "ethnicity": ETHNICITIES}
+METHOD_LABELS: dict[str, str] = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM"}
 
 
 # --- the analyzer -----------------------------------------------------------------------------
 
 
-@st.cache_resource(show_spinner=False)
-def _cached_analyzer(model_path: str):
+@st.cache_resource(show_spinner=False, max_entries=1)
+def _cached_analyzer(model_path: str, modified: float):
+    """One analyzer per server; a replaced model file (new mtime) is loaded afresh."""
     return service.build_analyzer(model_path)
 
 
@@ -38,10 +38,11 @@ def get_analyzer():
     override = service.analyzer_override()
     if override is not None:
         return override
-    path = str(settings.model_path())
+    path = settings.model_path()
     try:
+        modified = path.stat().st_mtime if path.is_file() else 0.0
         with st.spinner("Loading the face model (first visit only, a few seconds)..."):
-            return _cached_analyzer(path)
+            return _cached_analyzer(str(path), modified)
     except service.ModelMissingError as exc:
         st.error(str(exc))
     except Exception as exc:  # a corrupt or incompatible model file
@@ -62,7 +63,8 @@ def photo_sources(prefix: str) -> list[tuple[str, bytes]]:
     with left:
         uploads = st.file_uploader(
             "Upload one or more photos", type=list(service.UPLOAD_TYPES), accept_multiple_files=True,
-            key=f"{prefix}_upload", max_upload_size=settings.MAX_UPLOAD_MB, help=f"JPG, PNG, WebP or BMP, up to {settings.MAX_UPLOAD_MB} MB each. "
+            key=f"{prefix}_upload", max_upload_size=settings.MAX_UPLOAD_MB,
+            help=f"JPG, PNG, WebP or BMP, up to {settings.MAX_UPLOAD_MB} MB each. "
             "Photos stay in memory and are never stored.",
         ) or []
     with right:
@@ -75,8 +77,20 @@ def photo_sources(prefix: str) -> list[tuple[str, bytes]]:
         if shot is not None:
             sources.append(("camera.jpg", shot.getvalue()))
     if not sources and st.session_state.get(f"{prefix}_use_sample"):
-        sources.append((service.SAMPLE_NAME, service.sample_photo_bytes()))
+        sample = sample_source()
+        if sample:
+            sources.append(sample)
     return sources
+
+
+def sample_source() -> tuple[str, bytes] | None:
+    """(name, bytes) of the sample portrait, or None after explaining why it is unavailable."""
+    try:
+        return service.SAMPLE_NAME, service.sample_photo_bytes()
+    except (ImportError, OSError) as exc:
+        st.error(f"The sample photo comes with scikit-image, which is not available here ({exc}). "
+                 "Install it with `pip install scikit-image`, or upload a photo.")
+        return None
 
 
 def _results() -> OrderedDict:
@@ -177,7 +191,7 @@ def face_card(analysis: service.PhotoAnalysis, face, analyzer) -> None:
         head = "age"
         if show_cam:
             head = st.segmented_control("Head", HEAD_NAMES, default="age", key=f"camhead_{key}",
-                                           format_func=HEAD_TITLES.get, label_visibility="collapsed") or "age"
+                                        format_func=HEAD_TITLES.get, label_visibility="collapsed") or "age"
         explanation = explain(analyzer, analysis, face, head) if show_cam else None
         if explanation is not None:
             slot.image(service.crop_box(explanation.overlay, face.box), width="stretch",
@@ -190,11 +204,24 @@ def explain(analyzer, analysis: service.PhotoAnalysis, face, head: str, target: 
             method: str = "gradcam", alpha: float = 0.45):
     """One heat map, or None after showing why it failed (the page keeps running)."""
     try:
-        with st.spinner(f"Computing {method} for the {head} head..."):
+        with st.spinner(f"Computing {method_label(method)} for the {head} head..."):
             return analyzer.explain(analysis.photo, face, head, target=target, method=method, alpha=alpha)
     except Exception as exc:
         st.error(f"Could not compute the heat map ({type(exc).__name__}: {exc}).")
         return None
+
+
+def method_label(method: str) -> str:
+    return METHOD_LABELS.get(method, method)
+
+
+def prediction_summary(face) -> None:
+    """The three predictions of one face as a row of metrics."""
+    age, gender, ethnicity = st.columns(3)
+    age.metric("Estimated age", service.age_text(face.age))
+    gender.metric("Gender", face.gender.capitalize(), help=f"probability {face.gender_probability:.0%}")
+    ethnicity.metric("Ethnicity", charts.short_ethnicity(face.ethnicity),
+                     help=f"probability {face.ethnicity_probabilities[face.ethnicity]:.0%}")
 
 
 def target_options(head: str) -> list[int | None]:
@@ -226,119 +253,14 @@ def sidebar_footer() -> None:
         )
 
 
-def dataset_folder_default() -> str:
-    folder = settings.utkface_dir()
-    return str(folder) if folder else ""
+def face_label(face) -> str:
+    return f"Face {face.index + 1}: about {face.age:.0f} years, {face.gender}"
 
 
-def folder_given_explicitly() -> bool:
-    """True when UTKFACE_DIR names an existing folder (then the explorer starts on it)."""
-    import os
-
-    value = os.environ.get("UTKFACE_DIR", "").strip()
-    return bool(value) and Path(value).expanduser().is_dir()
-
-
-METHOD_LABELS: dict[str, str] = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM"}
-
-
-def method_label(method: str) -> str:
-    return METHOD_LABELS.get(method, method)
-
-
-def prediction_summary(face) -> None:
-    """The three predictions of one face as a row of metrics."""
-    age, gender, ethnicity = st.columns(3)
-    age.metric("Estimated age", service.age_text(face.age))
-    gender.metric("Gender", face.gender.capitalize(), help=f"probability {face.gender_probability:.0%}")
-    ethnicity.metric("Ethnicity", charts.short_ethnicity(face.ethnicity),
-                     help=f"probability {face.ethnicity_probabilities[face.ethnicity]:.0%}")
-
+# --- model page -------------------------------------------------------------------------------
 
 PER_CLASS_COLUMNS = {
     "recall": st.column_config.NumberColumn("recall", format="percent", help="Share of this class found."),
     "precision": st.column_config.NumberColumn("precision", format="percent",
                                                help="Share of predictions of this class that were right."),
 }
-
-
-def face_label(face) -> str:
-    return f"Face {face.index + 1}: about {face.age:.0f} years, {face.gender}"
-
-
-# --- dataset explorer -------------------------------------------------------------------------
-
-
-@st.cache_data(show_spinner=False, max_entries=4)
-def _index_folder(folder: str, modified: float, _progress=None):
-    from training import explorer
-
-    return explorer.index_folder(folder, progress=_progress)
-
-
-def indexed_folder(folder: str):
-    """(summary, per-face frame) of a UTKFace folder, indexed once per change with a progress bar."""
-    path = Path(folder.strip()).expanduser() if folder and folder.strip() else None
-    if path is None or not path.is_dir():
-        st.warning(f"Not a folder: {folder or '(empty)'}. Enter the path of a UTKFace folder in the sidebar.",
-                   icon=":material/folder_off:")
-        st.stop()
-    bar = st.progress(0.0, text=f"Indexing {path} ...")
-    # Update the bar from a context captured outside the cached function: Streamlit would
-    # otherwise record the updates for cache replay, and the bar lives outside the function.
-    outside = contextvars.copy_context()
-
-    def progress(done: int, total: int) -> None:
-        text = f"Indexing {path.name}: {done:,} of {total:,} files"
-        outside.run(bar.progress, min(done / max(total, 1), 1.0), text)
-
-    summary, frame = _index_folder(str(path.resolve()), path.stat().st_mtime, _progress=progress)
-    bar.empty()
-    if frame.empty:
-        st.warning(f"No UTKFace-style images ([age]_[gender]_[race]_[date].jpg) in {path}.",
-                   icon=":material/folder_off:")
-        st.stop()
-    st.caption(f"Indexed {len(frame):,} faces from `{path}`.")
-    return summary, frame
-
-
-def dataset_headline(summary: dict) -> None:
-    splits = summary.get("splits") or {}
-    imbalance = summary.get("imbalance") or {}
-    cols = st.columns(4)
-    cols[0].metric("Faces", f"{summary.get('n', 0):,}")
-    cols[1].metric("Held-out test faces", f"{splits.get('test', 0):,}",
-                   help=f"Train {splits.get('train', 0):,} / validation {splits.get('val', 0):,} / test "
-                   f"{splits.get('test', 0):,}, split by a hash of each image's content so copies never straddle splits.")
-    cols[2].metric("Ethnicity imbalance", f"{imbalance.get('ethnicity') or 0:.1f}x",
-                   help="Largest ethnicity category over the smallest.")
-    cols[3].metric("Age-group imbalance", f"{imbalance.get('age_group') or 0:.1f}x",
-                   help="Largest age group over the smallest non-empty one.")
-
-
-def sample_grid(frame) -> None:
-    """A filterable grid of sample faces from the indexed folder."""
-    from training import explorer
-
-    st.subheader("Sample faces")
-    left, middle, right = st.columns([1, 2, 2])
-    genders = left.multiselect("Gender", GENDERS, key="grid_gender")
-    ethnicities = middle.multiselect("Ethnicity", ETHNICITIES, key="grid_ethnicity",
-                                     format_func=charts.short_ethnicity)
-    low, high = int(frame["age"].min()), int(frame["age"].max())
-    ages = right.slider("Age", low, max(high, low + 1), (low, max(high, low + 1)), key="grid_ages")
-    seed = st.session_state.get("grid_seed", 0)
-    shown = explorer.filter_samples(frame, genders, ethnicities, ages, limit=24, seed=seed)
-    if shown.empty:
-        st.info("No faces match these filters.")
-        return
-    images, captions = [], []
-    for row in shown.itertuples():
-        image = explorer.thumbnail(row.path)
-        if image is not None:
-            images.append(image)
-            captions.append(f"{row.age} · {row.gender} · {charts.short_ethnicity(row.ethnicity)}")
-    st.image(images, caption=captions, width=116)
-    if st.button("Shuffle", key="grid_shuffle", icon=":material/shuffle:"):
-        st.session_state["grid_seed"] = seed + 1
-        st.rerun()

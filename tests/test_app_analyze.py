@@ -150,3 +150,14 @@ def test_real_pipeline_on_the_sample_photo(monkeypatch, tmp_path, untrained_mode
     assert not at.exception and not at.error and not at.warning
     assert [m.label for m in at.metric] == ["Estimated age", "Gender"]
     assert at.metric[0].value.endswith(" years")
+
+
+def test_sample_button_without_scikit_image_explains_itself(fake, monkeypatch):
+    def missing():
+        raise ImportError("No module named 'skimage'")
+
+    monkeypatch.setattr(service, "sample_photo_bytes", missing)
+    at = _app()
+    at.button(key="analyze_sample").click().run()
+    assert not at.exception
+    assert "scikit-image" in at.error[0].value and not at.metric

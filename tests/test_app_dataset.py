@@ -109,3 +109,18 @@ def test_without_a_card_or_folder_it_says_what_to_do(monkeypatch, tmp_path):
         assert "No model card" in at.info[0].value
     else:  # this machine has ../shared UTKFace: the explorer starts on it
         assert source.value == "folder"
+
+
+def test_an_unreadable_folder_is_an_error_not_a_crash(card, tmp_path, monkeypatch):
+    from training import explorer
+
+    def denied(folder, progress=None):
+        raise PermissionError(13, "Permission denied", str(folder))
+
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    monkeypatch.setattr(explorer, "index_folder", denied)
+    monkeypatch.setenv("UTKFACE_DIR", str(folder))
+    at = _page()
+    assert not at.exception
+    assert "Permission denied" in at.error[0].value

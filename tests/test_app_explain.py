@@ -80,3 +80,21 @@ def test_photos_analysed_on_the_analyze_page_are_offered(fake):
     assert not at.exception and not at.info
     assert at.selectbox(key="explain_photo").options == [service.SAMPLE_NAME]
     assert len(at.selectbox(key="explain_face").options) == 2
+
+
+@pytest.mark.slow
+def test_real_grad_cam_for_every_head_and_a_chosen_target(monkeypatch, tmp_path, untrained_model_path):
+    """The real analyzer and model.gradcam behind the page (untrained model unless the shipped one exists)."""
+    from model import settings
+
+    service.set_analyzer_override(None)
+    if not settings.DEFAULT_MODEL_PATH.is_file():
+        monkeypatch.setenv("FACELENS_MODEL", str(untrained_model_path))
+    monkeypatch.setenv("FACELENS_MODEL_CARD", str(write_model_card(tmp_path / "card.json")))
+    at = open_page(PAGE, timeout=600)
+    at.button(key="explain_sample").click().run(timeout=600)
+    at.selectbox(key="explain_target_ethnicity").set_value(3).run(timeout=600)
+    assert not at.exception and not at.error
+    captions = [c for image in at.get("image") for c in image.captions]
+    assert "Grad-CAM for: indian" in captions
+    assert sum("Grad-CAM for:" in c for c in captions) == 3
