@@ -50,17 +50,19 @@ def test_outputs_are_distributions_and_age_is_their_mean(untrained_model):
     np.testing.assert_allclose(age[:, 0], (dist * np.arange(NUM_AGE_BINS)).sum(1), rtol=1e-4)
 
 
-def test_freeze_and_unfreeze_keep_batchnorm_frozen():
+def test_freeze_and_unfreeze_choose_which_layers_train():
     import keras
 
     model = build_model(96)
     freeze_backbone(model)
     assert not model.get_layer("Conv_1").trainable
     assert model.get_layer("gender").trainable
-    count = unfreeze_backbone(model, "block_13_expand")
+    count = unfreeze_backbone(model, "block_13_expand", train_batchnorm=False)
     assert count > 0
     assert model.get_layer("Conv_1").trainable and not model.get_layer("block_12_expand").trainable
     assert not any(layer.trainable for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))
+    unfreeze_backbone(model, "block_13_expand")
+    assert model.get_layer("Conv_1_bn").trainable and not model.get_layer("block_12_expand_BN").trainable
     assert not model.get_layer("age").trainable  # the expected-value layer is fixed
     with pytest.raises(ValueError):
         unfreeze_backbone(model, "no_such_layer")
