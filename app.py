@@ -20,5 +20,5 @@ pages = [
     st.Page("app_pages/model_card.py", title="Model", icon=":material/model_training:", url_path="model"),
 ]
 page = st.navigation(pages)
-ui.sidebar_footer()
+ui.sidebar_footer()  # before the page: pages end early with st.stop() when they have nothing to show
 page.run()

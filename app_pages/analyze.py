@@ -14,6 +14,7 @@ sources = ui.photo_sources("analyze")
 if not sources:
     st.info("Upload a photo, use the camera, or press **Try a sample photo** to see it work.",
             icon=":material/info:")
+    ui.how_it_works()
     st.stop()
 
 analyses = ui.analyze_all(analyzer, sources)
@@ -34,3 +35,4 @@ st.caption(
     "Switch on Grad-CAM on a card to see which pixels drove a prediction, or open the **Explain** page "
     "for all three heads side by side."
 )
+ui.how_it_works()

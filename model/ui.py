@@ -245,6 +245,23 @@ def page_header(title: str, intro: str) -> None:
     st.caption(intro)
 
 
+def how_it_works() -> None:
+    with st.expander("How it works", icon=":material/help:"):
+        st.markdown(
+            """
+1. **Find faces.** MTCNN detects each face and five landmarks (eyes, nose, mouth corners).
+2. **Align.** The face is rotated and scaled so the landmarks sit where they sit in UTKFace's
+   aligned crops, the framing the network was trained on, then resized to 128 x 128 pixels.
+3. **Estimate.** One MobileNetV2 with three heads predicts an age distribution (its mean is the
+   estimate, its central 80% the interval), a gender probability and five ethnicity probabilities.
+4. **Explain.** Grad-CAM weighs the last convolutional features by their gradients to show which
+   regions drove each head.
+
+Photos are processed in memory and never stored. See the **Model** page for accuracy by group.
+"""
+        )
+
+
 def sidebar_footer() -> None:
     with st.sidebar:
         st.caption(

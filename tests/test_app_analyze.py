@@ -3,6 +3,7 @@ run of the real pipeline (untrained model unless the shipped one is present)."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -100,10 +101,17 @@ def test_several_photos_give_a_table_and_downloads(fake):
         ("empty.png", b"", "Could not read empty.png: the file is empty", "error"),
         ("huge.png", b"\0" * (settings.MAX_UPLOAD_MB * 1024 * 1024 + 1), f"the limit is {settings.MAX_UPLOAD_MB} MB",
          "error"),
+        ("wide.png", "wide", "the image is too large", "error"),
         ("wall.png", None, "No face found in wall.png", "warning"),
     ],
 )
 def test_bad_uploads_give_clear_messages(fake, name, data, expected, kind):
+    if data == "wide":  # a few hundred bytes, but more pixels per side than the app decodes
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.new("1", (settings.MAX_IMAGE_SIDE + 1, 8)).save(buffer, format="PNG")
+        data = buffer.getvalue()
     data = blank_bytes() if data is None else data
     at = _upload(_app(), (name, data, "image/png"))
     messages = _texts(at.error if kind == "error" else at.warning)
