@@ -61,5 +61,4 @@ st.markdown(
 )
 st.caption(card.get("licence", ""))
 with st.expander("Model card details"):
-    st.json({k: card.get(k) for k in ("name", "created", "architecture", "input", "labels", "flip_tta", "splits")},
-            expanded=False)
+    st.dataframe(charts.card_details(card), hide_index=True, key="table_card_details")

@@ -191,6 +191,26 @@ def per_class_table(report: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["class", "test faces", "recall", "precision"])
 
 
+_CONFIG_KEYS: tuple[str, ...] = (
+    "input_size", "batch_size", "head_epochs", "epochs", "lr", "fine_tune_from", "schedule", "age_loss_weight",
+    "label_smoothing", "class_weight_power", "seed",
+)
+
+
+def card_details(card: dict) -> pd.DataFrame:
+    """The model card's identity, input contract, splits and main training settings as rows."""
+    splits = card.get("splits") or {}
+    config = (card.get("training") or {}).get("config") or {}
+    rows = [
+        ("name", card.get("name")), ("created", card.get("created")), ("architecture", card.get("architecture")),
+        ("input", ", ".join(f"{k}: {v}" for k, v in (card.get("input") or {}).items())),
+        ("flip test-time averaging", card.get("flip_tta")),
+        ("train / val / test faces", " / ".join(f"{splits.get(s, 0):,}" for s in ("train", "val", "test"))),
+    ]
+    rows += [(f"training {key.replace('_', ' ')}", config[key]) for key in _CONFIG_KEYS if key in config]
+    return pd.DataFrame([(k, "" if v is None else str(v)) for k, v in rows], columns=["field", "value"])
+
+
 _CURVES: tuple[tuple[str, str, str], ...] = (
     ("loss", "Total loss", ""),
     ("age_mae", "Age MAE (years)", ""),

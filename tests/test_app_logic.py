@@ -186,3 +186,12 @@ def test_session_store_keeps_the_newest_photos_within_budget(monkeypatch):
     monkeypatch.setattr(ui, "MAX_KEPT_PIXELS", 250)
     ui._evict(store, keep=2)
     assert len(store) == 2  # over the pixel budget, but the photos on screen stay
+
+
+def test_card_details_are_rows_not_json(tmp_path):
+    card = service.load_model_card(write_model_card(tmp_path / "card.json"))
+    card["training"]["config"] = {"epochs": 24, "lr": 3e-4, "data_dir": "/private/path"}
+    details = charts.card_details(card).set_index("field")["value"]
+    assert details["name"] == "test_model" and details["train / val / test faces"] == "800 / 100 / 100"
+    assert details["training epochs"] == "24" and "training data dir" not in details
+    assert charts.card_details({}).shape[0] == 6
