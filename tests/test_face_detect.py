@@ -107,3 +107,12 @@ def test_real_mtcnn_finds_nothing_in_noise_or_flat_images(detector):
     rng = np.random.default_rng(0)
     assert detector.detect(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)) == []
     assert detector.detect(np.full((240, 320, 3), 128, np.uint8)) == []
+
+
+def test_warm_up_runs_all_three_stages_and_reports_nothing(detector):
+    from model.face_detect import _drawn_face
+
+    rows = detector.mtcnn.detect_faces(_drawn_face(), output_type="numpy", threshold_onet=0.0)
+    assert len(rows) >= 1  # reaches ONet
+    detector.warm_up()
+    assert detector.detect(_drawn_face()) == []  # but is no face at the real threshold
