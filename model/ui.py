@@ -18,7 +18,7 @@ from model.labels import ETHNICITIES, GENDERS, HEAD_NAMES
 RESULTS_KEY = "facelens_results"
 #: Analysed photos kept per browser session (in memory only), by count and by decoded size.
 MAX_KEPT_PHOTOS = 12
-MAX_KEPT_PIXELS = 80_000_000
+MAX_KEPT_PIXELS = 48_000_000  # ~144 MB of RGB: four 12 MP phone photos
 HEAD_TITLES: dict[str, str] = {"age": "Age", "gender": "Gender", "ethnicity": "Ethnicity"}
 HEAD_CLASSES: dict[str, tuple[str, ...]] = {"gender": GENDERS, "ethnicity": ETHNICITIES}
 METHOD_LABELS: dict[str, str] = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM"}
