@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--zooms", default="", help="comma-separated crop zooms also scored on the same detections")
+    parser.add_argument("--max-angle", type=float, default=10.0, help="random in-plane rotation of the pasted crop (deg)")
     parser.add_argument("--weightings", action="store_true",
                         help="also score the landmark weightings of training.measure_template on the same detections")
     args = parser.parse_args(argv)
@@ -133,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     chosen = [test[i] for i in sorted(rng.choice(len(test), size=min(args.n, len(test)), replace=False))]
     analyzer = FaceAnalyzer(args.model)
-    print(f"model {analyzer.model_path} (flip_tta={analyzer.flip_tta}); {len(chosen)} test-split crops", flush=True)
+    print(f"model {analyzer.model_path} (flip_tta={analyzer.flip_tta}); {len(chosen)} test-split crops, "
+          f"pasted at 1.5-2.5x, rotated up to {args.max_angle:g} deg", flush=True)
     # Alternative framings, scored on the very same detections as the analyzer's.
     configs: dict[str, tuple[float, np.ndarray]] = {}
     for z in (float(v) for v in args.zooms.split(",") if v.strip()):
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         truth.append((sample.age, sample.gender, sample.ethnicity))
         crop_inputs.append(prepare_face(crop))
-        pasted = paste_crop(crop, rng)
+        pasted = paste_crop(crop, rng, max_angle=args.max_angle)
         faces = analyzer.analyze(pasted.photo)
         face = nearest_face(faces, pasted.centre, max_distance=0.25 * 200 * pasted.scale)
         found.append(face is not None)
