@@ -44,11 +44,16 @@ def read_bytes(source: str | Path | bytes | bytearray | memoryview | IO[bytes]) 
         data = bytes(source)
     elif isinstance(source, (str, Path)):
         path = Path(source)
+        if path.is_dir():
+            raise ImageError(f"{path} is a folder, not an image file")
         if not path.is_file():
             raise ImageError(f"no such file: {path}")
-        if path.stat().st_size > limit:
-            raise ImageError(f"the file is larger than {MAX_UPLOAD_MB} MB")
-        data = path.read_bytes()
+        try:
+            if path.stat().st_size > limit:
+                raise ImageError(f"the file is larger than {MAX_UPLOAD_MB} MB")
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ImageError(f"could not read {path} ({exc.strerror or exc})") from None
     elif hasattr(source, "read"):
         if hasattr(source, "seek"):
             source.seek(0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,6 +147,8 @@ def test_empty_missing_oversized_and_wrong_type_inputs():
         load_image(b"")
     with pytest.raises(ImageError, match="no such file"):
         load_image("/nonexistent/photo.jpg")
+    with pytest.raises(ImageError, match="folder"):
+        load_image(Path(__file__).parent)
     with pytest.raises(ImageError, match="larger than"):
         read_bytes(b"\0" * (settings.MAX_UPLOAD_MB * 1024 * 1024 + 1))
     with pytest.raises(ImageError, match="cannot read"):
