@@ -89,7 +89,7 @@ def decode_image(data: bytes) -> np.ndarray:
         message = str(exc)
         if "truncated" in message.lower() or isinstance(exc, EOFError):
             raise ImageError("the image file is truncated or damaged") from None
-        raise ImageError(f"the image could not be decoded ({message})") from None
+        raise ImageError(f"the image file is damaged or could not be decoded ({message})") from None
     return pil_to_rgb(image)
 
 
