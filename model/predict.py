@@ -87,7 +87,10 @@ def analyze_file(analyzer, path: Path, gradcam_dir: Path | None) -> dict[str, An
         return entry
     entry["faces"] = [face_json(f) for f in faces]
     if gradcam_dir is not None and faces:
-        write_gradcam(analyzer, photo, faces, path.stem, gradcam_dir)
+        try:
+            write_gradcam(analyzer, photo, faces, path.stem, gradcam_dir)
+        except Exception as exc:  # noqa: BLE001 - the analysis stands; say what failed and go on
+            print(f"warning: Grad-CAM for {path} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
     return entry
 
 

@@ -145,3 +145,16 @@ def test_bad_arguments_and_empty_folders(tmp_path, capsys):
     empty.mkdir()
     assert predict.main([str(empty)]) == 1
     assert "no image files" in capsys.readouterr().err
+
+
+def test_a_failing_gradcam_warns_and_keeps_the_results(analyzer, photos, tmp_path, monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no gradients")
+
+    monkeypatch.setattr(analyzer, "explain", broken)
+    code = predict.main(["--json", "--gradcam-dir", str(tmp_path / "cams"), str(photos["astronaut"])], analyzer=analyzer)
+    captured = capsys.readouterr()
+    assert code == 0
+    (entry,) = json.loads(captured.out)
+    assert entry["error"] is None and len(entry["faces"]) == 1
+    assert "Grad-CAM" in captured.err and "no gradients" in captured.err
