@@ -47,3 +47,17 @@ def test_template_measurement_helpers():
     zoomed = np.array([[1.1, 0, 0], [0, 1.1, 0]])
     log_scale, shift, angle = transform_error(zoomed)
     assert log_scale == pytest.approx(np.log(1.1)) and shift == pytest.approx(np.hypot(9.95, 9.95)) and angle == 0
+
+
+def test_paste_affine_is_the_exact_paste_transform():
+    import cv2
+
+    from model.align import warp_crop
+
+    yy, xx = np.mgrid[0:200, 0:200] / 200
+    crop = np.clip(np.stack([127 + 100 * np.sin(6 * xx), 127 + 100 * np.cos(5 * yy), 127 + 80 * np.sin(4 * (xx + yy))], 2), 0, 255).astype(np.uint8)
+    pasted = paste_crop(crop, np.random.default_rng(0))
+    assert abs(pasted.angle) > 1
+    back = warp_crop(pasted.photo, cv2.invertAffineTransform(pasted.affine))
+    inner = slice(25, -25)  # the rotated paste's corners hold background
+    assert np.abs(back[inner, inner].astype(int) - crop[inner, inner].astype(int)).mean() < 4

@@ -7,8 +7,11 @@ Takes N real UTKFace crops from the content-hash "test" split and scores them tw
     into a larger photo with a blurred mirror-padded background, then the FULL
     ``FaceAnalyzer.analyze`` (intake, MTCNN, alignment, batched model call).
 
-If alignment reproduces UTKFace framing, (b) is close to (a). Other crop zooms are
-scored on the same detections (``--zooms``) to tune ``model.align.CROP_ZOOM``.
+If alignment reproduces UTKFace framing, (b) is close to (a). (c) crops each photo
+with the exact inverse of its paste: what remains between (a) and (c) is resampling
+(upscaling, JPEG-free but blurred), and between (c) and (b) is landmark noise. Other
+crop zooms and landmark weightings are scored on the same detections (``--zooms``,
+``--weightings``) to tune ``model.align``.
 
     FACELENS_MODEL=/tmp/best.keras python -m training.crop_check --n 600 --zooms 0.95,1.05,1.1 --weightings
 """
@@ -33,6 +36,7 @@ class Pasted:
     centre: tuple[float, float]  # where the crop's centre landed (photo px)
     scale: float
     angle: float
+    affine: np.ndarray  # (2, 3) crop pixel (x, y) -> photo pixel: the exact paste transform
 
 
 def paste_crop(
@@ -67,7 +71,11 @@ def paste_crop(
     region = photo[y0 : y0 + side, x0 : x0 + side].astype(np.float32)
     photo[y0 : y0 + side, x0 : x0 + side] = (rotated * alpha + region * (1 - alpha) + 0.5).astype(np.uint8)
     centre = (x0 + (side - 1) / 2, y0 + (side - 1) / 2)
-    return Pasted(photo=photo, centre=centre, scale=scale, angle=angle)
+    from model.align import compose, resize_affine
+
+    affine = compose(rot, resize_affine(crop.shape[0], side))
+    affine[:, 2] += (x0, y0)
+    return Pasted(photo=photo, centre=centre, scale=scale, angle=angle, affine=affine)
 
 
 def nearest_face(faces: list, centre: tuple[float, float], max_distance: float):
@@ -119,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from model import settings
-    from model.align import CROP_ZOOM, LANDMARK_WEIGHTS, align_face
+    from model.align import CROP_ZOOM, LANDMARK_WEIGHTS, align_face, warp_crop
     from model.analyzer import FaceAnalyzer
     from model.labels import ETHNICITIES, GENDERS
     from model.preprocess import prepare_face
@@ -147,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     truth, crop_inputs, found = [], [], []
     pipeline_rows = []  # (age, gender idx, ethnicity idx) from analyze()
     pipeline_inputs = []
+    oracle_inputs = []  # the exact inverse of the paste: perfect framing, only resampling differs
     config_inputs: dict[str, list[np.ndarray]] = {name: [] for name in configs}
     for sample in tqdm(chosen, desc="photos", file=sys.stderr):
         crop = load_rgb(sample)
@@ -162,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         pipeline_rows.append((face.age, GENDERS.index(face.gender), ETHNICITIES.index(face.ethnicity)))
         pipeline_inputs.append(face.face_input)
+        oracle_inputs.append(prepare_face(warp_crop(pasted.photo, cv2.invertAffineTransform(pasted.affine))))
         for name, (zoom, weights) in configs.items():
             config_inputs[name].append(align_face(pasted.photo, face.landmarks, zoom=zoom, weights=weights).face_input)
 
@@ -181,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"(b) pasted photo, full analyzer:  {_fmt(pipe)}")
     if pipeline_inputs:
         print(f"    {_agreement(analyzer.predictor(np.stack(pipeline_inputs)), crop_out, found_arr)}")
+        oracle = analyzer.predictor(np.stack(oracle_inputs))
+        s = scores(oracle.age, oracle.gender.argmax(1), oracle.ethnicity.argmax(1), truth_arr[found_arr])
+        print(f"(c) pasted photo, exact inverse of the paste (framing error 0): {_fmt(s)}")
+        print(f"    {_agreement(oracle, crop_out, found_arr)}")
     for name, inputs in config_inputs.items():
         if not inputs:
             continue
