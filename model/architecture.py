@@ -89,10 +89,8 @@ def unfreeze_backbone(
 ) -> int:
     """Unfreeze backbone layers from ``from_layer`` on (phase 2).
 
-    BatchNorm in the unfrozen part trains too by default: with BatchNorm frozen,
-    Adam's near-uniform steps shift every pre-activation coherently and nothing
-    renormalises them; on 16k UTKFace faces that made the features explode within
-    one epoch (measured twice, at peak rates 3e-4 and 5e-5). ``train_batchnorm=False``
+    BatchNorm in the unfrozen part trains too by default (with a faster moving
+    average), so its statistics move from ImageNet to faces; ``train_batchnorm=False``
     keeps the ImageNet statistics (the usual choice for very small datasets).
 
     Returns the number of trainable backbone layers.
@@ -108,6 +106,8 @@ def unfreeze_backbone(
         is_bn = isinstance(layer, keras.layers.BatchNormalization)
         trainable = index >= start and (train_batchnorm or not is_bn)
         layer.trainable = trainable
+        if is_bn and trainable:
+            layer.momentum = 0.99  # adapt the ImageNet statistics to faces within an epoch
         count += int(trainable and bool(layer.weights))
     return count
 

@@ -91,3 +91,24 @@ def test_resume_continues_from_last_checkpoint(tmp_path, monkeypatch):
     assert state == {"phase": "fine_tune", "epochs_done": 2}
     history = (tmp_path / "run" / "history.csv").read_text().strip().splitlines()
     assert len(history) == 1 + 3  # header + head epoch + two fine-tune epochs
+
+
+def test_weighted_soft_crossentropy_has_the_right_gradient():
+    """Weighted targets (w * q) must give w * CE(q) and a zero gradient at p == q;
+    Keras' plain cross-entropy under TensorFlow back-propagates softmax - target,
+    which never vanishes when the target sums to w != 1 and made training diverge."""
+    import keras
+    import tensorflow as tf
+
+    from training.train import weighted_soft_crossentropy
+
+    q = tf.constant([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    w = tf.constant([[2.5], [0.4]])
+    logits = tf.Variable(tf.math.log(q))
+    with tf.GradientTape() as tape:
+        probs = keras.activations.softmax(logits)
+        loss = tf.reduce_sum(weighted_soft_crossentropy(q * w, probs))
+    grad = tape.gradient(loss, logits).numpy()
+    np.testing.assert_allclose(grad, 0.0, atol=1e-5)
+    expected = keras.losses.categorical_crossentropy(q, q).numpy() * w.numpy()[:, 0]
+    np.testing.assert_allclose(weighted_soft_crossentropy(q * w, q).numpy(), expected, rtol=1e-5)
