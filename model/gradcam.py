@@ -717,6 +717,86 @@ def faithfulness(
                         drop_hot=float(drops[0]), drop_random=float(drops[1:].mean()) if n_random else 0.0)
 
 
+@dataclass(frozen=True)
+class FaithfulnessSummary:
+    """Mean occlusion drops of one head and method over several photos."""
+
+    head: str
+    method: str
+    photos: int
+    drop_hot: float  # mean over photos
+    drop_random: float
+    wins: int  # photos where hiding the hot pixels hurt more than random blobs
+
+    @property
+    def faithful(self) -> bool:
+        return self.drop_hot > self.drop_random
+
+
+def _shifted(photo: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    out = np.zeros_like(photo)
+    h, w = photo.shape[:2]
+    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = photo[
+        max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)
+    ]
+    return out
+
+
+def astronaut_variants() -> dict[str, np.ndarray]:
+    """skimage's astronaut (shipped with the package, 512x512 RGB uint8) and flipped,
+    shifted, brighter and darker copies: a few real faces that need no download."""
+    from skimage import data
+
+    photo = data.astronaut()
+    return {
+        "original": photo,
+        "flipped": np.ascontiguousarray(photo[:, ::-1]),
+        "shifted": _shifted(photo, 40, 25),
+        "brighter": np.clip(photo * 1.3 + 10, 0, 255).astype(np.uint8),
+        "darker": (photo * 0.7).astype(np.uint8),
+    }
+
+
+def faithfulness_summary(
+    analyzer: Any,
+    photos: Mapping[str, np.ndarray],
+    explainer: GradCamExplainer | None = None,
+    methods: Sequence[str] = (DEFAULT_METHOD,),
+    heads: Sequence[str] = HEAD_NAMES,
+    fraction: float = OCCLUSION_FRACTION,
+    n_random: int = 16,
+    seed: int = 0,
+) -> list[FaithfulnessSummary]:
+    """Occlusion check of the first face of each photo, within its detected box.
+
+    ``analyzer``: a ``model.analyzer.FaceAnalyzer`` (anything with ``analyze(photo)``
+    returning faces with ``box``, ``face_input``, ``crop_affine``).
+    """
+    explainer = explainer if explainer is not None else GradCamExplainer(analyzer.model)
+    faces = {}
+    for name, photo in photos.items():
+        found = analyzer.analyze(photo)
+        if not found:
+            raise ValueError(f"no face found in photo {name!r}")
+        faces[name] = found[0]
+    out = []
+    for method in methods:
+        for head in heads:
+            results = []
+            for name, face in faces.items():
+                expl = explain_face(explainer, photos[name], face, head, method=method)
+                region = box_region(face.box, face.crop_affine, explainer.input_size)
+                results.append(faithfulness(explainer, face.face_input, expl.crop_heatmap, head, expl.target,
+                                            fraction, np.random.default_rng(seed), n_random, region))
+            out.append(FaithfulnessSummary(
+                head=head, method=method, photos=len(results),
+                drop_hot=float(np.mean([r.drop_hot for r in results])),
+                drop_random=float(np.mean([r.drop_random for r in results])),
+                wins=sum(r.drop_hot > r.drop_random for r in results),
+            ))
+    return out
+
+
 # --- benchmark -------------------------------------------------------------------------------
 
 
@@ -798,24 +878,47 @@ class _BenchFace:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model.gradcam", description=__doc__.split("\n")[0])
     parser.add_argument("--bench", action="store_true", help="time Grad-CAM against MTCNN detection")
+    parser.add_argument("--faithfulness", action="store_true",
+                        help="occlusion check on the astronaut and variants (needs a trained model)")
     parser.add_argument("--model", default=None, help="model file (default: FACELENS_MODEL or the shipped one)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per figure (median reported)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     args = parser.parse_args(argv)
-    if not args.bench:
+    if not (args.bench or args.faithfulness):
         parser.print_help()
         return 2
-    result = benchmark(args.model, args.repeats, args.methods)
+    if args.faithfulness:
+        _print_faithfulness(args.model, args.methods)
+    if args.bench:
+        _print_bench(args.model, args.repeats, args.methods)
+    return 0
+
+
+def _print_faithfulness(model_path: str | None, methods: Sequence[str]) -> None:
+    from model import settings
+    from model.analyzer import FaceAnalyzer
+
+    path = Path(model_path) if model_path else settings.model_path()
+    rows = faithfulness_summary(FaceAnalyzer(path), astronaut_variants(), methods=methods)
+    print(f"model: {path}")
+    print(f"hide {OCCLUSION_FRACTION:.0%} of the face box (mean colour): hottest pixels vs random blobs; "
+          "drop of the target probability (age: of the expected age in years), mean over 5 astronaut photos")
+    for row in rows:
+        print(f"{row.method:10s} {row.head:10s} hot {row.drop_hot:+8.3f}  random {row.drop_random:+8.3f}  "
+              f"hot wins {row.wins}/{row.photos}  {'faithful' if row.faithful else 'NOT faithful'}")
+
+
+def _print_bench(model_path: str | None, repeats: int, methods: Sequence[str]) -> None:
+    result = benchmark(model_path, repeats, methods)
     print(f"model: {result.model}")
     print("photo: skimage astronaut resized to 480x480, padded to 640x480; one face; "
-          f"median of {args.repeats} runs after warm-up")
+          f"median of {repeats} runs after warm-up")
     print(f"MTCNN().detect_faces: {result.detect_s * 1000:7.1f} ms  (budget for three heads: "
           f"{2 * result.detect_s * 1000:.1f} ms)")
-    for method in args.methods:
+    for method in methods:
         for label, seconds in (("3 x explain_face", result.per_head_calls_s[method]),
                                ("explain_heads (batched)", result.batched_s[method])):
             print(f"{method:10s} {label:24s}: {seconds * 1000:7.1f} ms  = {seconds / result.detect_s:4.2f} x detect")
-    return 0
 
 
 if __name__ == "__main__":
