@@ -57,7 +57,9 @@ from model.labels import AGE_MIN, ETHNICITIES, GENDERS, HEAD_NAMES
 
 # --- configuration ---------------------------------------------------------------------------
 
-#: Saliency methods, in the order the app offers them.
+#: Saliency methods, in the order the app offers them. Grad-CAM and Grad-CAM++ cost
+#: one shared backbone pass plus ~15 ms per head; Score-CAM runs SCORECAM_MAX_N extra
+#: forward passes per head (~0.4 s per head on 2 busy CPU cores): slower, offered last.
 METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "scorecam")
 DEFAULT_METHOD: str = "gradcam"
 #: Opacity of the colour map in :func:`overlay`.
@@ -719,18 +721,53 @@ def faithfulness(
 
 @dataclass(frozen=True)
 class FaithfulnessSummary:
-    """Mean occlusion drops of one head and method over several photos."""
+    """Occlusion check of one head and method over several faces."""
 
     head: str
     method: str
-    photos: int
-    drop_hot: float  # mean over photos
-    drop_random: float
-    wins: int  # photos where hiding the hot pixels hurt more than random blobs
+    faces: int
+    drop_hot: float  # mean over faces
+    drop_random: float  # mean over faces
+    wins: int  # faces where hiding the hot pixels hurt more than hiding random blobs
+    t_stat: float  # paired t statistic of (hot - random) over faces; nan below 2 faces
 
     @property
     def faithful(self) -> bool:
         return self.drop_hot > self.drop_random
+
+
+def summarize_faithfulness(
+    explainer: GradCamExplainer,
+    face_inputs: Sequence[np.ndarray],
+    regions: Sequence[np.ndarray | None] | None = None,
+    targets: Sequence[Mapping[str, int | str | None]] | None = None,
+    methods: Sequence[str] = (DEFAULT_METHOD,),
+    heads: Sequence[str] = HEAD_NAMES,
+    fraction: float = OCCLUSION_FRACTION,
+    n_random: int = 16,
+    seed: int = 0,
+) -> list[FaithfulnessSummary]:
+    """:func:`faithfulness` of every head and method over many faces, averaged.
+
+    face_inputs: (S, S, 3) uint8 crops; regions: per face, the pixels eligible for
+    hiding (None: the whole crop); targets: per face, {head: class} (default predicted).
+    """
+    out = []
+    for method in methods:
+        for head in heads:
+            hot, rand = [], []
+            for i, face in enumerate(face_inputs):
+                target = (targets[i] if targets else {}).get(head)
+                heat = explainer.heatmap(face, head, target, method)
+                result = faithfulness(explainer, face, heat, head, target, fraction, np.random.default_rng(seed),
+                                      n_random, regions[i] if regions else None)
+                hot.append(result.drop_hot)
+                rand.append(result.drop_random)
+            diff = np.array(hot) - np.array(rand)
+            t = diff.mean() / (diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 and diff.std() > 0 else np.nan
+            out.append(FaithfulnessSummary(head, method, len(diff), float(np.mean(hot)), float(np.mean(rand)),
+                                           int((diff > 0).sum()), float(t)))
+    return out
 
 
 def _shifted(photo: np.ndarray, dx: int, dy: int) -> np.ndarray:
@@ -762,39 +799,47 @@ def faithfulness_summary(
     photos: Mapping[str, np.ndarray],
     explainer: GradCamExplainer | None = None,
     methods: Sequence[str] = (DEFAULT_METHOD,),
-    heads: Sequence[str] = HEAD_NAMES,
-    fraction: float = OCCLUSION_FRACTION,
-    n_random: int = 16,
-    seed: int = 0,
+    **kwargs: Any,
 ) -> list[FaithfulnessSummary]:
-    """Occlusion check of the first face of each photo, within its detected box.
+    """Occlusion check of the first face of each photo, hiding pixels of its detected box.
 
-    ``analyzer``: a ``model.analyzer.FaceAnalyzer`` (anything with ``analyze(photo)``
-    returning faces with ``box``, ``face_input``, ``crop_affine``).
+    ``analyzer``: a ``model.analyzer.FaceAnalyzer`` (anything whose ``analyze(photo)``
+    returns faces with ``box``, ``face_input``, ``crop_affine`` and predicted classes).
     """
     explainer = explainer if explainer is not None else GradCamExplainer(analyzer.model)
-    faces = {}
+    faces = []
     for name, photo in photos.items():
         found = analyzer.analyze(photo)
         if not found:
             raise ValueError(f"no face found in photo {name!r}")
-        faces[name] = found[0]
-    out = []
-    for method in methods:
-        for head in heads:
-            results = []
-            for name, face in faces.items():
-                expl = explain_face(explainer, photos[name], face, head, method=method)
-                region = box_region(face.box, face.crop_affine, explainer.input_size)
-                results.append(faithfulness(explainer, face.face_input, expl.crop_heatmap, head, expl.target,
-                                            fraction, np.random.default_rng(seed), n_random, region))
-            out.append(FaithfulnessSummary(
-                head=head, method=method, photos=len(results),
-                drop_hot=float(np.mean([r.drop_hot for r in results])),
-                drop_random=float(np.mean([r.drop_random for r in results])),
-                wins=sum(r.drop_hot > r.drop_random for r in results),
-            ))
-    return out
+        faces.append(found[0])
+    return summarize_faithfulness(
+        explainer,
+        [face.face_input for face in faces],
+        regions=[box_region(face.box, face.crop_affine, explainer.input_size) for face in faces],
+        targets=[{head: _face_target(face, head) for head in HEAD_NAMES} for face in faces],
+        methods=methods,
+        **kwargs,
+    )
+
+
+def utkface_faces(directory: str | Path, n: int, seed: int = 0, size: int = 128) -> list[np.ndarray]:
+    """``n`` UTKFace aligned crops, drawn at random (fixed seed), prepared as face inputs.
+
+    The chips are already framed like the training data: each is a whole face crop.
+    """
+    from model.preprocess import prepare_face
+
+    files = sorted(Path(directory).glob("*.jpg"))
+    if len(files) < n:
+        raise ValueError(f"need {n} UTKFace images in {directory}, found {len(files)}")
+    picked = np.random.default_rng(seed).choice(len(files), n, replace=False)
+    faces = []
+    for i in picked:
+        bgr = cv2.imread(str(files[i]), cv2.IMREAD_COLOR)
+        if bgr is not None:
+            faces.append(prepare_face(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), size))  # OpenCV reads BGR
+    return faces
 
 
 # --- benchmark -------------------------------------------------------------------------------
@@ -881,6 +926,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--faithfulness", action="store_true",
                         help="occlusion check on the astronaut and variants (needs a trained model)")
     parser.add_argument("--model", default=None, help="model file (default: FACELENS_MODEL or the shipped one)")
+    parser.add_argument("--utkface", type=int, default=100,
+                        help="--faithfulness also on this many UTKFace crops when ../shared has them")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per figure (median reported)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     args = parser.parse_args(argv)
@@ -888,24 +935,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     if args.faithfulness:
-        _print_faithfulness(args.model, args.methods)
+        _print_faithfulness(args.model, args.methods, args.utkface)
     if args.bench:
         _print_bench(args.model, args.repeats, args.methods)
     return 0
 
 
-def _print_faithfulness(model_path: str | None, methods: Sequence[str]) -> None:
+def _print_faithfulness(model_path: str | None, methods: Sequence[str], n_utkface: int) -> None:
     from model import settings
     from model.analyzer import FaceAnalyzer
 
     path = Path(model_path) if model_path else settings.model_path()
-    rows = faithfulness_summary(FaceAnalyzer(path), astronaut_variants(), methods=methods)
+    analyzer = FaceAnalyzer(path)
+    explainer = GradCamExplainer(analyzer.model)
     print(f"model: {path}")
-    print(f"hide {OCCLUSION_FRACTION:.0%} of the face box (mean colour): hottest pixels vs random blobs; "
-          "drop of the target probability (age: of the expected age in years), mean over 5 astronaut photos")
-    for row in rows:
-        print(f"{row.method:10s} {row.head:10s} hot {row.drop_hot:+8.3f}  random {row.drop_random:+8.3f}  "
-              f"hot wins {row.wins}/{row.photos}  {'faithful' if row.faithful else 'NOT faithful'}")
+    print(f"hide {OCCLUSION_FRACTION:.0%} of the face (mean colour): hottest pixels vs random blobs (16 draws); "
+          "drop of the target probability, or of the expected age in years")
+    sets = [("astronaut x5 (face box)", faithfulness_summary(analyzer, astronaut_variants(), explainer, methods))]
+    folder = settings.utkface_dir()
+    if folder is not None and n_utkface > 0:
+        faces = utkface_faces(folder, n_utkface)
+        sets.append((f"UTKFace x{len(faces)} (whole crop)",
+                     summarize_faithfulness(explainer, faces, methods=methods, n_random=8)))
+    for label, rows in sets:
+        for row in rows:
+            print(f"{label:26s} {row.method:10s} {row.head:10s} hot {row.drop_hot:+8.3f}  random "
+                  f"{row.drop_random:+8.3f}  hot wins {row.wins:3d}/{row.faces:<3d} t={row.t_stat:+5.1f}  "
+                  f"{'faithful' if row.faithful else 'NOT faithful'}")
 
 
 def _print_bench(model_path: str | None, repeats: int, methods: Sequence[str]) -> None:

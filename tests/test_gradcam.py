@@ -133,6 +133,11 @@ class CentreBrightness:
     def explained_output(self, faces, head, target):
         return np.asarray(faces, np.float64)[:, 48:80, 48:80].mean(axis=(1, 2, 3)) / 255.0
 
+    def heatmap(self, face_input, head, target=None, method="gradcam"):
+        heat = np.zeros((S, S), np.float32)
+        heat[48:80, 48:80] = 1.0
+        return heat
+
 
 def test_faithfulness_measures_hot_against_random_occlusion():
     face = np.full((S, S, 3), 30, np.uint8)
@@ -146,6 +151,17 @@ def test_faithfulness_measures_hot_against_random_occlusion():
     corner[:40, :40] = 1.0  # a map pointing away from what matters
     bad = gradcam.faithfulness(CentreBrightness(), face, corner, "ethnicity", rng=np.random.default_rng(0))
     assert bad.drop_hot < bad.drop_random
+
+
+def test_summarize_faithfulness_averages_over_faces():
+    faces = []
+    for level in (150, 200, 250):
+        face = np.full((S, S, 3), 30, np.uint8)
+        face[40:88, 40:88] = level
+        faces.append(face)
+    (row,) = gradcam.summarize_faithfulness(CentreBrightness(), faces, heads=("ethnicity",), n_random=4)
+    assert (row.head, row.method, row.faces, row.wins) == ("ethnicity", "gradcam", 3, 3)
+    assert row.faithful and row.drop_hot > 0.3 and np.isfinite(row.t_stat) and row.t_stat > 0
 
 
 def test_save_explanation_writes_the_overlay_and_the_photo_heat_map(tmp_path):
@@ -336,17 +352,31 @@ def trained_analyzer():
     return FaceAnalyzer(path)
 
 
-@pytest.fixture(scope="module")
-def trained_faithfulness(trained_analyzer):
-    return {row.head: row for row in gradcam.faithfulness_summary(trained_analyzer, gradcam.astronaut_variants())}
+@pytest.mark.slow
+def test_hiding_the_hottest_fifth_of_the_face_box_hurts_more_than_a_random_fifth(trained_analyzer):
+    """The issue's check on the astronaut and four variants of it: over the 5 photos x 3
+    heads, hiding the hottest fifth of the face box lowers the explained output more than
+    hiding random blobs of the same area, in most cases. (Five variants of one face are
+    about one sample: per head the verdict flips between training checkpoints, so the
+    per-head claim is tested on 60 real faces below.)"""
+    rows = gradcam.faithfulness_summary(trained_analyzer, gradcam.astronaut_variants())
+    report = "; ".join(f"{r.head}: hot {r.drop_hot:+.3f} vs random {r.drop_random:+.3f} ({r.wins}/{r.faces})"
+                       for r in rows)
+    assert [r.faces for r in rows] == [5, 5, 5]
+    assert sum(r.wins for r in rows) > sum(r.faces for r in rows) / 2, report
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("head", HEAD_NAMES)
-def test_hiding_the_hottest_fifth_of_the_face_hurts_more_than_hiding_a_random_fifth(trained_faithfulness, head):
-    row = trained_faithfulness[head]
-    assert row.photos == 5
-    assert row.drop_hot > row.drop_random, (
-        f"{head}: hiding the hottest fifth of the face box lowers the output by {row.drop_hot:.3f} on average, "
-        f"random blobs by {row.drop_random:.3f}"
-    )
+@pytest.mark.shared_data
+def test_each_head_is_faithful_on_average_over_real_utkface_faces(trained_analyzer):
+    from model import settings
+
+    faces = gradcam.utkface_faces(settings.utkface_dir(), 60, seed=0)
+    explainer = gradcam.GradCamExplainer(trained_analyzer.model)
+    rows = gradcam.summarize_faithfulness(explainer, faces, n_random=8)
+    for row in rows:
+        assert row.faces == 60
+        assert row.drop_hot > row.drop_random, (
+            f"{row.head}: hiding the hottest fifth lowers the output by {row.drop_hot:.3f} on average over "
+            f"60 faces, random blobs by {row.drop_random:.3f} (hot wins {row.wins}/60)"
+        )
