@@ -58,6 +58,12 @@ class TrainConfig:
     age_loss_weight: float = 0.1
     label_smoothing: float = 0.05
     class_weight_power: float = 0.5
+    # Augmentation: zoom > 1 magnifies (tighter crop), < 1 shows more context. A wide
+    # range makes the model forgiving of the few-percent framing jitter that landmark
+    # alignment of a real photo adds.
+    aug_zoom_min: float = 0.9
+    aug_zoom_max: float = 1.12
+    aug_rotation_deg: float = 12.0
     verbose: int = 1
 
 
@@ -76,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     for name in ("input_size", "batch_size", "head_epochs", "epochs", "patience", "seed", "verbose"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     for name in ("head_lr", "lr", "min_lr", "warmup_epochs", "weight_decay", "age_loss_weight",
-                 "label_smoothing", "class_weight_power"):
+                 "label_smoothing", "class_weight_power", "aug_zoom_min", "aug_zoom_max", "aug_rotation_deg"):
         p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
     p.add_argument("--fine-tune-from", default=defaults.fine_tune_from, help="first backbone layer to unfreeze")
     p.add_argument("--schedule", choices=("cosine", "plateau"), default=defaults.schedule)
@@ -141,7 +147,7 @@ def make_dataset(images, ages, genders, ethnicities, weights, cfg: TrainConfig, 
     import tensorflow as tf
 
     from model.labels import NUM_AGE_BINS
-    from training.augment import augment_batch
+    from training.augment import AugmentConfig, augment_batch
 
     images_t = tf.constant(images)
     ages_t = tf.constant(ages.astype(np.float32))
@@ -150,6 +156,7 @@ def make_dataset(images, ages, genders, ethnicities, weights, cfg: TrainConfig, 
     w = {k: tf.constant(v) for k, v in weights.items()}
     bins = tf.range(NUM_AGE_BINS, dtype=tf.float32)
     smooth = cfg.label_smoothing
+    aug = AugmentConfig(max_rotation_deg=cfg.aug_rotation_deg, zoom_range=(cfg.aug_zoom_min, cfg.aug_zoom_max))
 
     def targets(idx):
         age = tf.gather(ages_t, idx)
@@ -172,7 +179,7 @@ def make_dataset(images, ages, genders, ethnicities, weights, cfg: TrainConfig, 
     def load(idx):
         x = tf.cast(tf.gather(images_t, idx), tf.float32)
         if training:
-            x = augment_batch(x)
+            x = augment_batch(x, aug)
         return x, targets(idx)
 
     ds = tf.data.Dataset.range(len(images))
