@@ -133,6 +133,10 @@ class FaceAnalyzer:
         #: Seconds per stage of the latest :meth:`analyze` call (decode, detect, align, model, total).
         self.last_timings: dict[str, float] = {}
         self._lock = threading.Lock()
+        # One analysis at a time: the app shares one analyzer between sessions
+        # (st.cache_resource), two cores gain nothing from running two photos at
+        # once, and last_timings must belong to the call that wrote it.
+        self._analyze_lock = threading.Lock()
         self._explainer = None
         self._explain_photo: str | None = None
         self._explain_cache: dict[tuple, Any] = {}
@@ -163,36 +167,37 @@ class FaceAnalyzer:
         Raises :class:`ImageError` for unusable input and :class:`TooManyFacesError`
         for crowds above ``settings.MAX_FACES``.
         """
-        t0 = time.perf_counter()
-        photo = self.load_photo(image)
-        t1 = time.perf_counter()
-        detections: list[Detection] = self.detector.detect(photo)
-        t2 = time.perf_counter()
-        pairs = []
-        for det in detections:
-            try:
-                pairs.append((det, align_face(photo, det.landmarks, input_size=self.input_size)))
-            except ValueError:  # degenerate landmarks (all on one point): not a usable face
-                continue
-        detections = [det for det, _ in pairs]
-        aligned = [face for _, face in pairs]
-        t3 = time.perf_counter()
-        results: list[FaceResult] = []
-        if aligned:
-            # All faces in one compiled call (never one model call per face).
-            outputs = self.predictor(np.stack([a.face_input for a in aligned]))
-            h, w = photo.shape[:2]
-            for i, (det, face) in enumerate(zip(detections, aligned, strict=True)):
-                results.append(self._result(i, det, face, outputs, h, w))
-        t4 = time.perf_counter()
-        self.last_timings = {
-            "decode": t1 - t0,
-            "detect": t2 - t1,
-            "align": t3 - t2,
-            "model": t4 - t3,
-            "total": t4 - t0,
-        }
-        return results
+        with self._analyze_lock:
+            t0 = time.perf_counter()
+            photo = self.load_photo(image)
+            t1 = time.perf_counter()
+            detections: list[Detection] = self.detector.detect(photo)
+            t2 = time.perf_counter()
+            pairs = []
+            for det in detections:
+                try:
+                    pairs.append((det, align_face(photo, det.landmarks, input_size=self.input_size)))
+                except ValueError:  # degenerate landmarks (all on one point): not a usable face
+                    continue
+            detections = [det for det, _ in pairs]
+            aligned = [face for _, face in pairs]
+            t3 = time.perf_counter()
+            results: list[FaceResult] = []
+            if aligned:
+                # All faces in one compiled call (never one model call per face).
+                outputs = self.predictor(np.stack([a.face_input for a in aligned]))
+                h, w = photo.shape[:2]
+                for i, (det, face) in enumerate(zip(detections, aligned, strict=True)):
+                    results.append(self._result(i, det, face, outputs, h, w))
+            t4 = time.perf_counter()
+            self.last_timings = {
+                "decode": t1 - t0,
+                "detect": t2 - t1,
+                "align": t3 - t2,
+                "model": t4 - t3,
+                "total": t4 - t0,
+            }
+            return results
 
     @staticmethod
     def _result(i: int, det: Detection, face, outputs, height: int, width: int) -> FaceResult:
