@@ -3,7 +3,7 @@
     streamlit run app.py
 
 The entry point only sets up the page and the navigation; each page is a short
-script in app_pages/ and the logic lives in model/ and training/.
+script in pages/ and the logic lives in model/ and training/.
 """
 
 import streamlit as st
@@ -14,10 +14,10 @@ st.set_page_config(page_title="facelens", page_icon=":material/face:", layout="w
                    menu_items={"About": "facelens: a MobileNetV2 with three heads trained on UTKFace."})
 
 pages = [
-    st.Page("app_pages/analyze.py", title="Analyze", icon=":material/photo_camera:", url_path="analyze", default=True),
-    st.Page("app_pages/explain.py", title="Explain", icon=":material/visibility:", url_path="explain"),
-    st.Page("app_pages/dataset.py", title="Dataset explorer", icon=":material/bar_chart:", url_path="dataset"),
-    st.Page("app_pages/model_card.py", title="Model", icon=":material/model_training:", url_path="model"),
+    st.Page("pages/analyze.py", title="Analyze", icon=":material/photo_camera:", url_path="analyze", default=True),
+    st.Page("pages/explain.py", title="Explain", icon=":material/visibility:", url_path="explain"),
+    st.Page("pages/dataset.py", title="Dataset explorer", icon=":material/bar_chart:", url_path="dataset"),
+    st.Page("pages/model_card.py", title="Model", icon=":material/model_training:", url_path="model"),
 ]
 page = st.navigation(pages)
 ui.sidebar_footer()  # before the page: pages end early with st.stop() when they have nothing to show

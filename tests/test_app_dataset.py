@@ -19,7 +19,7 @@ def fake_analyzer():
         yield analyzer
 
 
-PAGE = "app_pages/dataset.py"
+PAGE = "pages/dataset.py"
 
 
 @pytest.fixture

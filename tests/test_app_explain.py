@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 from model import service
 from tests.app_support import APP_PATH, RUN_TIMEOUT, FakeAnalyzer, open_page, write_model_card
 
-PAGE = "app_pages/explain.py"
+PAGE = "pages/explain.py"
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ def fake_analyzer():
         yield analyzer
 
 
-PAGE = "app_pages/model_card.py"
+PAGE = "pages/model_card.py"
 
 
 def _page(monkeypatch, card_path) -> AppTest:
