@@ -71,8 +71,31 @@ def write_gradcam(analyzer, photo, faces: list, stem: str, out_dir: Path) -> lis
     return written
 
 
-def analyze_file(analyzer, path: Path, gradcam_dir: Path | None) -> dict[str, Any]:
-    """One image -> ``{"image", "faces", "error"}``; never raises for a bad image."""
+def gradcam_stems(paths: list[Path]) -> list[str]:
+    """File stems for the Grad-CAM files, made unique: a/me.jpg and b/me.png give me, me-2.
+
+    Two inputs with one stem would otherwise overwrite each other's heat maps.
+    """
+    seen: dict[str, int] = {}
+    stems = []
+    for path in paths:
+        count = seen.get(path.stem, 0) + 1
+        seen[path.stem] = count
+        stem = path.stem if count == 1 else f"{path.stem}-{count}"
+        while stem in seen and stem != path.stem:  # a real file may already be called me-2
+            count += 1
+            stem = f"{path.stem}-{count}"
+        seen[path.stem] = count
+        seen.setdefault(stem, 1)
+        stems.append(stem)
+    return stems
+
+
+def analyze_file(analyzer, path: Path, gradcam_dir: Path | None, stem: str | None = None) -> dict[str, Any]:
+    """One image -> ``{"image", "faces", "error"}``; never raises for a bad image.
+
+    ``stem`` names the Grad-CAM files (default: the file's own stem).
+    """
     from model.analyzer import ImageError, TooManyFacesError
 
     entry: dict[str, Any] = {"image": str(path), "faces": [], "error": None}
@@ -88,7 +111,7 @@ def analyze_file(analyzer, path: Path, gradcam_dir: Path | None) -> dict[str, An
     entry["faces"] = [face_json(f) for f in faces]
     if gradcam_dir is not None and faces:
         try:
-            write_gradcam(analyzer, photo, faces, path.stem, gradcam_dir)
+            write_gradcam(analyzer, photo, faces, stem or path.stem, gradcam_dir)
         except Exception as exc:  # noqa: BLE001 - the analysis stands; say what failed and go on
             print(f"warning: Grad-CAM for {path} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
     return entry
@@ -149,8 +172,12 @@ def main(argv: list[str] | None = None, analyzer=None) -> int:
     from tqdm import tqdm
 
     entries = []
-    for path in tqdm(paths, desc="photos", unit="img", file=sys.stderr, disable=len(paths) < 2):
-        entries.append(analyze_file(analyzer, path, args.gradcam_dir))
+    stems = gradcam_stems(paths)
+    for path, stem in zip(tqdm(paths, desc="photos", unit="img", file=sys.stderr, disable=len(paths) < 2), stems,
+                          strict=True):
+        if args.gradcam_dir is not None and stem != path.stem:
+            print(f"note: Grad-CAM files of {path} are named {stem}_face*", file=sys.stderr)
+        entries.append(analyze_file(analyzer, path, args.gradcam_dir, stem))
     if args.json:
         print(json.dumps(entries, indent=2))
     else:

@@ -158,3 +158,11 @@ def test_a_failing_gradcam_warns_and_keeps_the_results(analyzer, photos, tmp_pat
     (entry,) = json.loads(captured.out)
     assert entry["error"] is None and len(entry["faces"]) == 1
     assert "Grad-CAM" in captured.err and "no gradients" in captured.err
+
+
+def test_gradcam_stems_never_collide():
+    paths = [Path("c/me-2.jpg"), Path("a/me.jpg"), Path("b/me.png"), Path("d/you.jpg"), Path("e/me.bmp")]
+    stems = predict.gradcam_stems(paths)
+    assert stems[:2] == ["me-2", "me"] and stems[3] == "you"
+    assert len(set(stems)) == len(stems)
+    assert all(stem.startswith(path.stem) for stem, path in zip(stems, paths, strict=True))
