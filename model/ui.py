@@ -181,8 +181,9 @@ def face_card(analysis: service.PhotoAnalysis, face, analyzer) -> None:
                       help="Expected value of the predicted age distribution.")
             st.caption(f"80% interval {low:.0f}-{high:.0f} years · age group {face.age_group}",
                        help="The model is 80% sure the apparent age lies in this range.")
-            st.metric("Gender", face.gender.capitalize(), help="UTKFace's binary gender label.")
-            st.caption(f"probability {face.gender_probability:.0%}")
+            headline, detail = service.gender_text(face.gender, face.gender_probability)
+            st.metric("Gender", headline, help="UTKFace's binary gender label.")
+            st.caption(detail)
         st.markdown("**Ethnicity** (UTKFace's coarse categories)")
         st.plotly_chart(charts.ethnicity_bar(face.ethnicity_probabilities), key=f"eth_{key}",
                         config={"displayModeBar": False})
@@ -219,7 +220,8 @@ def prediction_summary(face) -> None:
     """The three predictions of one face as a row of metrics."""
     age, gender, ethnicity = st.columns(3)
     age.metric("Estimated age", service.age_text(face.age))
-    gender.metric("Gender", face.gender.capitalize(), help=f"probability {face.gender_probability:.0%}")
+    headline, detail = service.gender_text(face.gender, face.gender_probability)
+    gender.metric("Gender", headline, help=detail)
     ethnicity.metric("Ethnicity", charts.short_ethnicity(face.ethnicity),
                      help=f"probability {face.ethnicity_probabilities[face.ethnicity]:.0%}")
 

@@ -195,3 +195,9 @@ def test_card_details_are_rows_not_json(tmp_path):
     assert details["name"] == "test_model" and details["train / val / test faces"] == "800 / 100 / 100"
     assert details["training epochs"] == "24" and "training data dir" not in details
     assert charts.card_details({}).shape[0] == 6
+
+
+def test_gender_text_says_unsure_for_a_coin_flip():
+    assert service.gender_text("male", 0.54) == ("Unsure", "leans male (54%); the model cannot tell")
+    assert service.gender_text("female", 0.93) == ("Female", "probability 93%")
+    assert service.gender_text("female", service.GENDER_UNSURE_BELOW)[0] == "Female"
