@@ -64,6 +64,12 @@ def imagenet_weights_path() -> Path | None:
     return path if path.is_file() else None
 
 
+def public_mode() -> bool:
+    """``FACELENS_PUBLIC=1`` for a deployment open to strangers: visitors may not point
+    the dataset explorer at folders of the server (only ``UTKFACE_DIR`` is shown)."""
+    return os.environ.get("FACELENS_PUBLIC", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
 def cache_dir() -> Path:
     """Where training keeps decoded-image caches (``FACELENS_CACHE``)."""
     return _path_from_env("FACELENS_CACHE", Path.home() / ".cache" / "facelens")

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from model import service, ui
+from model import service, settings, ui
 from training import explorer, explorer_ui
 
 ui.page_header(
@@ -17,8 +17,13 @@ with st.sidebar:
     start = 1 if explorer_ui.folder_given_explicitly() or card is None else 0
     source = st.radio("Show", choices, index=start, key="explorer_source", format_func={
         "card": "Training data of the shipped model", "folder": "A UTKFace folder on this machine"}.get)
+    public = settings.public_mode()  # strangers may not browse the server's folders
     folder = st.text_input("UTKFace folder", explorer_ui.dataset_folder_default(), key="explorer_dir",
-                           disabled=source != "folder", help="A folder of [age]_[gender]_[race]_[date].jpg files.")
+                           disabled=source != "folder" or public,
+                           help="Fixed by UTKFACE_DIR on this public server." if public
+                           else "A folder of [age]_[gender]_[race]_[date].jpg files.")
+    if public:
+        folder = explorer_ui.dataset_folder_default()
 
 frame = None
 if source == "folder":

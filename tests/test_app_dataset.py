@@ -124,3 +124,15 @@ def test_an_unreadable_folder_is_an_error_not_a_crash(card, tmp_path, monkeypatc
     at = _page()
     assert not at.exception
     assert "Permission denied" in at.error[0].value
+
+
+def test_a_public_server_does_not_let_visitors_browse_its_folders(card, tmp_path, monkeypatch):
+    folder = tmp_path / "utk"
+    write_utkface_folder(folder, n=12)
+    monkeypatch.setenv("UTKFACE_DIR", str(folder))
+    monkeypatch.setenv("FACELENS_PUBLIC", "1")
+    at = _page()
+    box = at.text_input(key="explorer_dir")
+    assert box.disabled
+    assert not at.exception and not at.warning
+    assert any(str(folder) in c.value for c in at.caption)
