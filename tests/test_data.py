@@ -16,6 +16,7 @@ from training.data import (
     index_utkface_dir,
     load_rgb,
     parse_utkface_name,
+    sample_split,
     split_of,
 )
 from training.summary import imbalance_ratio, summarize
@@ -161,3 +162,13 @@ def test_summary_counts_and_json(tmp_path):
 def test_imbalance_ratio():
     assert imbalance_ratio({"a": 10, "b": 5, "c": 0}) == 2.0
     assert imbalance_ratio({"a": 0}) is None
+
+
+def test_sample_split_is_reproducible_and_stays_in_its_split(utkface_dir):
+    first = sample_split(utkface_dir, "train", 10, seed=3)
+    assert [s.path for s in first] == [s.path for s in sample_split(utkface_dir, "train", 10, seed=3)]
+    assert len(first) == 10 and all(s.split == "train" for s in first)
+    assert [s.path for s in first] == sorted(s.path for s in first)
+    assert {s.path for s in first} != {s.path for s in sample_split(utkface_dir, "train", 10, seed=4)}
+    every_test = sample_split(utkface_dir, "test", 10_000)
+    assert 0 < len(every_test) < 48 and all(s.split == "test" for s in every_test)

@@ -131,16 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     from model.analyzer import FaceAnalyzer
     from model.labels import ETHNICITIES, GENDERS
     from model.preprocess import prepare_face
-    from training.data import index_utkface_dir, load_rgb
+    from training.data import load_rgb, sample_split
     from training.measure_template import WEIGHTINGS
 
     folder = args.dir or settings.utkface_dir()
     if folder is None:
         print("no UTKFace folder (set UTKFACE_DIR or pass --dir)", file=sys.stderr)
         return 2
-    test = [s for s in index_utkface_dir(folder).samples if s.split == "test"]
-    rng = np.random.default_rng(args.seed)
-    chosen = [test[i] for i in sorted(rng.choice(len(test), size=min(args.n, len(test)), replace=False))]
+    chosen = sample_split(folder, "test", args.n, args.seed)
+    rng = np.random.default_rng(args.seed + 1)  # where and how each crop is pasted
     analyzer = FaceAnalyzer(args.model)
     print(f"model {analyzer.model_path} (flip_tta={analyzer.flip_tta}); {len(chosen)} test-split crops, "
           f"pasted at 1.5-2.5x, rotated up to {args.max_angle:g} deg", flush=True)

@@ -80,15 +80,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from model import settings
     from model.align import similarity_transform
-    from training.data import index_utkface_dir
+    from training.data import sample_split
 
     folder = args.dir or settings.utkface_dir()
     if folder is None:
         print("no UTKFace folder (set UTKFACE_DIR or pass --dir)", file=sys.stderr)
         return 2
-    train = [s for s in index_utkface_dir(folder).samples if s.split == "train"]
-    rng = np.random.default_rng(args.seed)
-    chosen = [train[i] for i in rng.choice(len(train), size=min(args.n, len(train)), replace=False)]
+    chosen = sample_split(folder, "train", args.n, args.seed)
     points = collect_landmarks([s.path for s in chosen])
     print(f"detected a face in {len(points)} of {len(chosen)} crops")
     template = points.mean(0)
