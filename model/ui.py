@@ -273,7 +273,8 @@ def sidebar_footer() -> None:
 
 
 def face_label(face) -> str:
-    return f"Face {face.index + 1}: about {face.age:.0f} years, {face.gender}"
+    headline = service.gender_text(face.gender, face.gender_probability)[0]
+    return f"Face {face.index + 1}: about {face.age:.0f} years, {headline.lower()}"
 
 
 # --- model page -------------------------------------------------------------------------------
