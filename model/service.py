@@ -176,8 +176,10 @@ def age_text(age: float) -> str:
 
 
 #: Below this probability the gender call is shown as "Unsure" rather than as a verdict.
-#: The probabilities are calibrated (gender ECE about 0.03 on held-out faces), so a 55%
-#: call is right about 55% of the time: a big bold "Male" would overstate it.
+#: The probabilities are calibrated (gender ECE about 0.03 on held-out faces). On the
+#: validation split of ../shared UTKFace (1,936 faces, shipped model, flip averaging),
+#: calls under 65% (6.8% of faces) were right 60% of the time, 65-80% right 70%, and
+#: the rest 98%: a big bold "Male" at 55% would overstate it.
 GENDER_UNSURE_BELOW: float = 0.65
 
 
