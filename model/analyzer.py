@@ -72,7 +72,11 @@ def card_flip_tta(model_path: Path | None, default: bool = True) -> bool:
 
     Looks beside the model file, then at ``settings.model_card_path()`` when the
     model is the configured one; a missing or unreadable card gives ``default``.
+    ``FACELENS_FLIP_TTA`` (see :func:`settings.flip_tta_override`) beats both.
     """
+    override = settings.flip_tta_override()
+    if override is not None:
+        return override
     candidates: list[Path] = []
     if model_path is not None:
         candidates.append(Path(model_path).with_name("model_card.json"))

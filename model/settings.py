@@ -70,6 +70,21 @@ def public_mode() -> bool:
     return os.environ.get("FACELENS_PUBLIC", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def flip_tta_override() -> bool | None:
+    """``FACELENS_FLIP_TTA=0`` or ``1`` overrides the model card's flip-averaging choice.
+
+    Flip averaging runs the network twice per face: on 2 cores a lone face costs about
+    19 ms instead of 14 (``python -m model.bench``) for a slightly better validation score;
+    a deployment that wants speed can switch it off. Unset (or anything else): the card decides.
+    """
+    value = os.environ.get("FACELENS_FLIP_TTA", "").strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    return None
+
+
 def cache_dir() -> Path:
     """Where training keeps decoded-image caches (``FACELENS_CACHE``)."""
     return _path_from_env("FACELENS_CACHE", Path.home() / ".cache" / "facelens")

@@ -169,12 +169,24 @@ def test_noise_gives_no_face_and_bad_input_a_clear_error(analyzer, tmp_path):
         analyzer.load_photo(np.zeros((0, 0, 3), np.uint8))
 
 
-def test_flip_tta_default_comes_from_the_model_card(tmp_path, untrained_model_path):
+def test_flip_tta_default_comes_from_the_model_card(tmp_path, untrained_model_path, monkeypatch):
+    monkeypatch.delenv("FACELENS_FLIP_TTA", raising=False)
     assert card_flip_tta(tmp_path / "absent.keras") is True
     (tmp_path / "model_card.json").write_text(json.dumps({"flip_tta": False}))
     assert card_flip_tta(tmp_path / "m.keras") is False
     (tmp_path / "model_card.json").write_text("{not json")
     assert card_flip_tta(tmp_path / "m.keras") is True
+
+
+def test_flip_tta_environment_override_beats_the_card(tmp_path, monkeypatch):
+    (tmp_path / "model_card.json").write_text(json.dumps({"flip_tta": True}))
+    monkeypatch.setenv("FACELENS_FLIP_TTA", "0")
+    assert card_flip_tta(tmp_path / "m.keras") is False
+    monkeypatch.setenv("FACELENS_FLIP_TTA", "on")
+    (tmp_path / "model_card.json").write_text(json.dumps({"flip_tta": False}))
+    assert card_flip_tta(tmp_path / "m.keras") is True
+    monkeypatch.setenv("FACELENS_FLIP_TTA", "maybe")  # not a switch: the card decides
+    assert card_flip_tta(tmp_path / "m.keras") is False
 
 
 def test_loads_a_model_file_and_reports_a_missing_one(untrained_model_path, tmp_path):
