@@ -76,17 +76,14 @@ def gradcam_stems(paths: list[Path]) -> list[str]:
 
     Two inputs with one stem would otherwise overwrite each other's heat maps.
     """
-    seen: dict[str, int] = {}
+    taken: set[str] = set()
     stems = []
     for path in paths:
-        count = seen.get(path.stem, 0) + 1
-        seen[path.stem] = count
-        stem = path.stem if count == 1 else f"{path.stem}-{count}"
-        while stem in seen and stem != path.stem:  # a real file may already be called me-2
-            count += 1
-            stem = f"{path.stem}-{count}"
-        seen[path.stem] = count
-        seen.setdefault(stem, 1)
+        stem, n = path.stem, 1
+        while stem in taken:  # also skips a real file already called me-2
+            n += 1
+            stem = f"{path.stem}-{n}"
+        taken.add(stem)
         stems.append(stem)
     return stems
 

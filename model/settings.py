@@ -64,10 +64,21 @@ def imagenet_weights_path() -> Path | None:
     return path if path.is_file() else None
 
 
+def _env_switch(name: str) -> bool | None:
+    """An on/off environment variable: True for 1/true/yes/on, False for 0/false/no/off,
+    None when unset or anything else."""
+    value = os.environ.get(name, "").strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    return None
+
+
 def public_mode() -> bool:
     """``FACELENS_PUBLIC=1`` for a deployment open to strangers: visitors may not point
     the dataset explorer at folders of the server (only ``UTKFACE_DIR`` is shown)."""
-    return os.environ.get("FACELENS_PUBLIC", "").strip().lower() in {"1", "true", "yes", "on"}
+    return _env_switch("FACELENS_PUBLIC") is True
 
 
 def flip_tta_override() -> bool | None:
@@ -77,12 +88,7 @@ def flip_tta_override() -> bool | None:
     19 ms instead of 14 (``python -m model.bench``) for a slightly better validation score;
     a deployment that wants speed can switch it off. Unset (or anything else): the card decides.
     """
-    value = os.environ.get("FACELENS_FLIP_TTA", "").strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off"}:
-        return False
-    return None
+    return _env_switch("FACELENS_FLIP_TTA")
 
 
 def cache_dir() -> Path:

@@ -18,12 +18,13 @@ with st.sidebar:
     source = st.radio("Show", choices, index=start, key="explorer_source", format_func={
         "card": "Training data of the shipped model", "folder": "A UTKFace folder on this machine"}.get)
     public = settings.public_mode()  # strangers may not browse the server's folders
-    folder = st.text_input("UTKFace folder", explorer_ui.dataset_folder_default(), key="explorer_dir",
+    default_folder = explorer_ui.dataset_folder_default()
+    folder = st.text_input("UTKFace folder", default_folder, key="explorer_dir",
                            disabled=source != "folder" or public,
                            help="Fixed by UTKFACE_DIR on this public server." if public
                            else "A folder of [age]_[gender]_[race]_[date].jpg files.")
     if public:
-        folder = explorer_ui.dataset_folder_default()
+        folder = default_folder
 
 frame = None
 if source == "folder":

@@ -183,13 +183,13 @@ def index_utkface_dir(directory: str | Path, progress: Progress | None = None, d
     return index
 
 
-
 def sample_split(directory: str | Path, split: str, n: int, seed: int = 0) -> list[Sample]:
     """``n`` random samples of one split of a UTKFace folder, in file order (for checks
     and measurements that look at a subset, reproducibly)."""
     pool = [s for s in index_utkface_dir(directory).samples if s.split == split]
     rng = np.random.default_rng(seed)
     return [pool[i] for i in sorted(rng.choice(len(pool), size=min(n, len(pool)), replace=False))]
+
 
 def _looks_like_image(name: str) -> bool:
     lowered = name.lower().rstrip()

@@ -60,8 +60,8 @@ class TrainConfig:
     class_weight_power: float = 0.5
     # Augmentation: zoom > 1 magnifies (tighter crop), < 1 shows more context. A wide
     # range makes the model forgiving of the few-percent framing jitter that landmark
-    # alignment of a real photo adds.
-    # The shipped model used these; 0.9-1.12 and 12 deg gave validation MAE 4.85 against 4.82.
+    # alignment of a real photo adds. The shipped model used these values; 0.9-1.12 and
+    # 12 deg gave validation MAE 4.85 against 4.82.
     aug_zoom_min: float = 0.82
     aug_zoom_max: float = 1.2
     aug_rotation_deg: float = 15.0
