@@ -15,9 +15,15 @@ def test_inverse_frequency_weights_favour_rare_classes():
     w = inverse_frequency_weights(codes, 3, power=0.5)
     assert w[1] > w[0] and w[2] == 0.0
     assert w[codes].mean() == pytest.approx(1.0)
-    per_head = sample_weights(np.array([1, 1, 1, 80]), np.array([0, 0, 1, 1]), np.array([0, 0, 0, 4]), 0.5)
-    assert per_head["age"][3] > per_head["age"][0]
+    ages = np.array([1, 1, 1, 80, -1])
+    labels = {"age": ages, "age_low": np.array([1, 1, 1, 80, 30]), "age_high": np.array([1, 1, 1, 80, 39]),
+              "gender": np.array([0, 0, 1, 1, -1]), "ethnicity": np.array([0, 0, 0, 4, -1])}
+    per_head = sample_weights(labels, 0.5)
+    assert per_head["age"][3] > per_head["age"][0] and per_head["age"][4] > 0  # a range label counts too
     assert per_head["ethnicity"][3] > per_head["ethnicity"][0]
+    assert per_head["gender"][4] == 0 and per_head["ethnicity"][4] == 0  # no label, no weight
+    masked = inverse_frequency_weights(np.array([0, 0, 1, -1, -1]), 2, power=1.0)
+    assert masked[1] == pytest.approx(2 * masked[0])
 
 
 def test_augment_batch_keeps_shape_and_range():
@@ -84,11 +90,12 @@ def test_resume_continues_from_last_checkpoint(tmp_path, monkeypatch):
     common = ["--data-dir", str(data), "--run-dir", str(tmp_path / "run"), "--input-size", "48",
               "--batch-size", "16", "--head-epochs", "1", "--cache-dir", str(tmp_path / "cache"), "--verbose", "0"]
     assert main([*common, "--epochs", "1"]) == 0
-    state = json.loads((tmp_path / "run" / "state.json").read_text())
-    assert state == {"phase": "fine_tune", "epochs_done": 1}
+    first = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert (first["phase"], first["epochs_done"]) == ("fine_tune", 1)
     assert main([*common, "--epochs", "2", "--resume"]) == 0
     state = json.loads((tmp_path / "run" / "state.json").read_text())
-    assert state == {"phase": "fine_tune", "epochs_done": 2}
+    assert (state["phase"], state["epochs_done"]) == ("fine_tune", 2)
+    assert state["minutes"] > first["minutes"], "training time adds up across resumed sessions"
     history = (tmp_path / "run" / "history.csv").read_text().strip().splitlines()
     assert len(history) == 1 + 3  # header + head epoch + two fine-tune epochs
 
@@ -100,7 +107,7 @@ def test_weighted_soft_crossentropy_has_the_right_gradient():
     import keras
     import tensorflow as tf
 
-    from training.train import weighted_soft_crossentropy
+    from training.losses import weighted_soft_crossentropy
 
     q = tf.constant([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
     w = tf.constant([[2.5], [0.4]])
@@ -112,3 +119,97 @@ def test_weighted_soft_crossentropy_has_the_right_gradient():
     np.testing.assert_allclose(grad, 0.0, atol=1e-5)
     expected = keras.losses.categorical_crossentropy(q, q).numpy() * w.numpy()[:, 0]
     np.testing.assert_allclose(weighted_soft_crossentropy(q * w, q).numpy(), expected, rtol=1e-5)
+
+
+def test_age_distribution_loss_handles_exact_ages_ranges_and_missing_ages():
+    import tensorflow as tf
+
+    from training.losses import age_distribution_loss
+
+    bins = 10
+    p = tf.constant([[0.1] * 10, [0.1] * 10, [0.1] * 10, [0.0] * 8 + [0.5, 0.5]])
+    exact = np.zeros(bins, np.float32)
+    exact[3] = 2.0  # weight 2, all mass at bin 3
+    ranged = np.zeros(bins, np.float32)
+    ranged[2:6] = -0.25 * 1.5  # weight 1.5, range 2..5
+    missing = np.zeros(bins, np.float32)
+    inside = np.zeros(bins, np.float32)
+    inside[8:10] = -0.5  # weight 1, all predicted mass already in the range
+    loss = age_distribution_loss(tf.constant([exact, ranged, missing, inside]), p).numpy()
+    np.testing.assert_allclose(loss[0], -2.0 * np.log(0.1), rtol=1e-5)
+    np.testing.assert_allclose(loss[1], -1.5 * np.log(0.4), rtol=1e-5)
+    assert loss[2] == 0.0 and loss[3] == pytest.approx(0.0, abs=1e-5)
+    # The gradient of a range loss moves mass into the range.
+    logits = tf.Variable(tf.zeros((1, bins)))
+    with tf.GradientTape() as tape:
+        value = age_distribution_loss(tf.constant([ranged]), tf.nn.softmax(logits))
+    grad = tape.gradient(value, logits).numpy()[0]
+    assert (grad[2:6] < 0).all() and (grad[:2] > 0).all() and (grad[6:] > 0).all()
+
+
+def test_masked_metrics_skip_unlabelled_samples():
+    from training.losses import MaskedAccuracy, MaskedMAE, masked_mae
+
+    acc = MaskedAccuracy()
+    acc.update_state(np.array([[0.9, 0.1], [0.0, 0.0], [0.0, 1.0]], np.float32),
+                     np.array([[0.8, 0.2], [0.1, 0.9], [0.7, 0.3]], np.float32))
+    assert float(acc.result()) == pytest.approx(0.5)
+    mae = MaskedMAE()
+    mae.update_state(np.array([[30.0], [-1.0]], np.float32), np.array([[34.0], [90.0]], np.float32))
+    assert float(mae.result()) == pytest.approx(4.0)
+    np.testing.assert_allclose(masked_mae(np.array([[-1.0]]), np.array([[5.0]])), [0.0])
+
+
+def test_real_photo_augmentation_degrades_but_keeps_shape_and_range():
+    import tensorflow as tf
+
+    from training.augment import AugmentConfig, augment_batch
+
+    rng = np.random.default_rng(0)
+    from tests.conftest import synthetic_face
+
+    faces = np.stack([synthetic_face(rng, 64) for _ in range(16)]).astype(np.float32)
+    always = AugmentConfig(max_rotation_deg=0, zoom_range=(1, 1), max_shift=0, brightness=0, contrast=(1, 1),
+                           grayscale_probability=0, blur_probability=1.0)
+    blurred = augment_batch(tf.constant(faces), always).numpy()
+    flipped_or_not = np.minimum(np.abs(blurred - faces).mean(), np.abs(blurred - faces[:, :, ::-1]).mean())
+    assert flipped_or_not > 0.5
+    # Blur lowers local contrast (mean absolute horizontal gradient).
+    assert np.abs(np.diff(blurred, axis=2)).mean() < np.abs(np.diff(faces, axis=2)).mean()
+    out = augment_batch(tf.constant(faces), AugmentConfig.real_photos()).numpy()
+    assert out.shape == faces.shape and out.min() >= 0 and out.max() <= 255
+
+
+@pytest.mark.slow
+def test_multi_source_training_with_partial_labels_and_ranges(tmp_path, monkeypatch):
+    """Two prepared sources (one with gender only, one with age ranges) train, resume and export
+    a card with an evaluation per source."""
+    from tests.test_sources import _CentreDetector, write_labels_folder
+    from training.prepare import SourceSpec, prepare_source
+    from training.train import main
+
+    genders = [{"file": f"images/{i}.jpg", "gender": "male" if i % 2 else "female", "identity": f"g{i // 2}"}
+               for i in range(80)]
+    ranges = [{"file": f"images/{i}.jpg", "age_low": str(10 * (i % 7)), "age_high": str(10 * (i % 7) + 9),
+               "ethnicity": str(i % 5)} for i in range(80)]
+    specs = [f"gen={write_labels_folder(tmp_path / 'gen', genders, 1)},weight=2",
+             f"rng={write_labels_folder(tmp_path / 'rng', ranges, 2)}"]
+    for text in specs:
+        prepare_source(SourceSpec.parse(text), tmp_path / "prep", input_size=48, detector=_CentreDetector(),
+                       progress=False)
+    monkeypatch.setenv("IMAGENET_WEIGHTS", str(tmp_path / "absent.h5"))
+    out = tmp_path / "model" / "m.keras"
+    common = ["--source", specs[0], "--source", specs[1], "--prepared-dir", str(tmp_path / "prep"),
+              "--run-dir", str(tmp_path / "run"), "--input-size", "48", "--batch-size", "16", "--head-epochs", "1",
+              "--epoch-size", "32", "--verbose", "0"]
+    assert main([*common, "--epochs", "1"]) == 0
+    assert main([*common, "--epochs", "2", "--resume", "--output", str(out)]) == 0
+    card = json.loads((out.parent / "model_card.json").read_text())
+    assert set(card["evaluations"]) == {"gen", "rng"}
+    gen_val = card["evaluations"]["gen"]["val"]
+    assert gen_val["n_gender"] > 0 and gen_val["gender_accuracy"] is not None and gen_val["age_mae"] is None
+    rng_val = card["evaluations"]["rng"]["val"]
+    assert rng_val["n_age_range"] > 0 and "in_range" in rng_val["age_range"]
+    assert card["data"]["sources"]["gen"]["weight"] == 2.0
+    assert card["training"]["machine"].endswith("no GPU") or "GPU" in card["training"]["machine"]
+    assert len(card["training"]["history"]) == 3

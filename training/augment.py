@@ -2,7 +2,10 @@
 
 One projective transform per image combines flip, rotation, zoom and shift, so a
 batch costs a single resampling op; then brightness, contrast and occasional
-grayscale. Input and output: float32 (N, S, S, 3) in [0, 255].
+grayscale. :meth:`AugmentConfig.real_photos` adds what people's uploads have and
+UTKFace's clean crops lack: low resolution, blur, JPEG artefacts, colour casts,
+hard directional light and partial occlusion (glasses, a hand). Input and output:
+float32 (N, S, S, 3) in [0, 255].
 """
 
 from __future__ import annotations
@@ -21,6 +24,23 @@ class AugmentConfig:
     brightness: float = 0.15  # fraction of 255
     contrast: tuple[float, float] = (0.75, 1.25)
     grayscale_probability: float = 0.05
+    # Real-photo degradations (probability per image; 0 turns one off).
+    low_resolution_probability: float = 0.0  # shrink to 25-70% of the side and back
+    blur_probability: float = 0.0  # Gaussian blur, sigma 0.6-2.0 px
+    jpeg_probability: float = 0.0  # re-encode at quality 10-60
+    colour_cast_probability: float = 0.0  # per-channel gains 0.8-1.2
+    hard_light_probability: float = 0.0  # gamma 0.6-1.6 and a linear shading ramp
+    occlusion_probability: float = 0.0  # a dark band over the eyes or a skin-toned patch
+
+    @classmethod
+    def real_photos(cls, max_rotation_deg: float = 15.0, zoom_range: tuple[float, float] = (0.82, 1.2)) -> AugmentConfig:
+        """The recipe for models meant for people's own photos."""
+        return cls(
+            max_rotation_deg=max_rotation_deg, zoom_range=zoom_range, max_shift=0.1,
+            brightness=0.2, contrast=(0.65, 1.35), grayscale_probability=0.12,
+            low_resolution_probability=0.25, blur_probability=0.2, jpeg_probability=0.3,
+            colour_cast_probability=0.3, hard_light_probability=0.3, occlusion_probability=0.2,
+        )
 
 
 def _transforms(batch: int, size: int, cfg: AugmentConfig) -> tf.Tensor:
@@ -40,6 +60,82 @@ def _transforms(batch: int, size: int, cfg: AugmentConfig) -> tf.Tensor:
     return tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
 
 
+def _chosen(batch, probability: float) -> tf.Tensor:
+    """(N, 1, 1, 1) bool: which images get an effect."""
+    return tf.random.uniform([batch, 1, 1, 1]) < probability
+
+
+def _low_resolution(images: tf.Tensor, size: int) -> tf.Tensor:
+    """Shrink the whole batch to one random side (25-70%) and enlarge it back."""
+    side = tf.cast(tf.round(tf.random.uniform([], 0.25, 0.7) * size), tf.int32)
+    small = tf.image.resize(images, tf.stack([side, side]), method="area")
+    return tf.image.resize(small, [size, size], method="bilinear")
+
+
+def _blur(images: tf.Tensor) -> tf.Tensor:
+    """Separable Gaussian blur of the batch with one random sigma (0.6-2.0 px)."""
+    sigma = tf.random.uniform([], 0.6, 2.0)
+    x = tf.range(-4.0, 5.0)
+    kernel = tf.exp(-tf.square(x) / (2.0 * tf.square(sigma)))
+    kernel = kernel / tf.reduce_sum(kernel)
+    channels = images.shape[-1]
+    horizontal = tf.tile(tf.reshape(kernel, [1, 9, 1, 1]), [1, 1, channels, 1])
+    vertical = tf.tile(tf.reshape(kernel, [9, 1, 1, 1]), [1, 1, channels, 1])
+    padded = tf.pad(images, [[0, 0], [4, 4], [4, 4], [0, 0]], mode="REFLECT")
+    out = tf.nn.depthwise_conv2d(padded, horizontal, [1, 1, 1, 1], "VALID")
+    return tf.nn.depthwise_conv2d(out, vertical, [1, 1, 1, 1], "VALID")
+
+
+def _jpeg(images: tf.Tensor) -> tf.Tensor:
+    """Re-encode every image of the batch as JPEG at one random quality (10-60)."""
+    quality = tf.random.uniform([], 10, 61, dtype=tf.int32)
+
+    def one(image):
+        encoded = tf.io.encode_jpeg(tf.cast(tf.clip_by_value(image, 0, 255), tf.uint8), quality=95)
+        degraded = tf.image.adjust_jpeg_quality(tf.image.decode_jpeg(encoded, channels=3), quality)
+        return tf.cast(degraded, tf.float32) * (255.0 if degraded.dtype.is_floating else 1.0)
+
+    return tf.map_fn(one, images, fn_output_signature=tf.float32)
+
+
+def _hard_light(images: tf.Tensor, size: int) -> tf.Tensor:
+    """Gamma and a shading ramp in a random direction (one side lit, the other dark)."""
+    batch = tf.shape(images)[0]
+    gamma = tf.exp(tf.random.uniform([batch, 1, 1, 1], math.log(0.6), math.log(1.6)))
+    lit = 255.0 * tf.pow(tf.clip_by_value(images / 255.0, 1e-4, 1.0), gamma)
+    theta = tf.random.uniform([batch, 1, 1], 0.0, 2.0 * math.pi)
+    strength = tf.random.uniform([batch, 1, 1], 0.15, 0.55)
+    coords = tf.linspace(-1.0, 1.0, size)
+    gx = tf.reshape(coords, [1, 1, size])
+    gy = tf.reshape(coords, [1, size, 1])
+    ramp = 1.0 + strength * (tf.cos(theta) * gx + tf.sin(theta) * gy) / 1.4142
+    return lit * ramp[..., None]
+
+
+def _occlusion(images: tf.Tensor, size: int) -> tf.Tensor:
+    """A dark band over the eyes (glasses) or a skin-toned rectangle (a hand)."""
+    batch = tf.shape(images)[0]
+    coords = tf.range(size, dtype=tf.float32) / size
+    gx = tf.reshape(coords, [1, 1, size])
+    gy = tf.reshape(coords, [1, size, 1])
+    # Glasses: a band around the eye line (UTKFace framing puts the eyes at ~0.29 of the side).
+    eye_y = tf.random.uniform([batch, 1, 1], 0.24, 0.34)
+    half_h = tf.random.uniform([batch, 1, 1], 0.04, 0.08)
+    band = tf.cast(tf.abs(gy - eye_y) < half_h, tf.float32) * tf.cast((gx > 0.12) & (gx < 0.88), tf.float32)
+    # A hand: a rectangle entering from a random place, up to ~30% of the face.
+    x0 = tf.random.uniform([batch, 1, 1], 0.0, 0.8)
+    y0 = tf.random.uniform([batch, 1, 1], 0.3, 0.85)
+    w = tf.random.uniform([batch, 1, 1], 0.2, 0.5)
+    h = tf.random.uniform([batch, 1, 1], 0.15, 0.4)
+    patch = tf.cast((gx >= x0) & (gx < x0 + w) & (gy >= y0) & (gy < y0 + h), tf.float32)
+    use_band = tf.random.uniform([batch, 1, 1]) < 0.5
+    mask = tf.where(use_band, band, patch)[..., None]
+    dark = tf.random.uniform([batch, 1, 1, 1], 0.0, 60.0) * tf.ones([1, 1, 1, 3])
+    skin = tf.random.uniform([batch, 1, 1, 1], 0.35, 0.95) * tf.constant([[[[235.0, 180.0, 150.0]]]])
+    colour = tf.where(use_band[..., None], dark, skin)
+    return images * (1.0 - mask) + colour * mask
+
+
 def augment_batch(images: tf.Tensor, cfg: AugmentConfig = AugmentConfig()) -> tf.Tensor:
     images = tf.cast(images, tf.float32)
     batch = tf.shape(images)[0]
@@ -52,11 +148,25 @@ def augment_batch(images: tf.Tensor, cfg: AugmentConfig = AugmentConfig()) -> tf
         interpolation="BILINEAR",
         fill_mode="REFLECT",
     )
+    if cfg.occlusion_probability > 0:
+        images = tf.where(_chosen(batch, cfg.occlusion_probability), _occlusion(images, size), images)
+    if cfg.hard_light_probability > 0:
+        images = tf.where(_chosen(batch, cfg.hard_light_probability), _hard_light(images, size), images)
+    if cfg.colour_cast_probability > 0:
+        gains = tf.random.uniform([batch, 1, 1, 3], 0.8, 1.2)
+        images = tf.where(_chosen(batch, cfg.colour_cast_probability), images * gains, images)
     mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
     contrast = tf.random.uniform([batch, 1, 1, 1], cfg.contrast[0], cfg.contrast[1])
     brightness = tf.random.uniform([batch, 1, 1, 1], -cfg.brightness, cfg.brightness) * 255.0
     images = (images - mean) * contrast + mean + brightness
     gray = tf.reduce_mean(images, axis=3, keepdims=True) * tf.ones_like(images)
     use_gray = tf.random.uniform([batch, 1, 1, 1]) < cfg.grayscale_probability
-    images = tf.where(use_gray, gray, images)
+    images = tf.clip_by_value(tf.where(use_gray, gray, images), 0.0, 255.0)
+    # Capture-side degradations come last, as a camera and an upload would add them.
+    if cfg.low_resolution_probability > 0:
+        images = tf.where(_chosen(batch, cfg.low_resolution_probability), _low_resolution(images, size), images)
+    if cfg.blur_probability > 0:
+        images = tf.where(_chosen(batch, cfg.blur_probability), _blur(images), images)
+    if cfg.jpeg_probability > 0:
+        images = tf.where(_chosen(batch, cfg.jpeg_probability), _jpeg(images), images)
     return tf.clip_by_value(images, 0.0, 255.0)

@@ -132,3 +132,60 @@ def full_report(
         "by_gender": {name: group_metrics(genders == code) for code, name in enumerate(GENDERS)},
         "by_ethnicity": {name: group_metrics(ethnicities == code) for code, name in enumerate(ETHNICITIES)},
     }
+
+
+def partial_report(
+    labels: dict[str, np.ndarray],
+    predicted_age: np.ndarray,
+    age_interval: np.ndarray,
+    gender_probs: np.ndarray,
+    ethnicity_probs: np.ndarray,
+) -> dict:
+    """Metrics for faces with partial labels (-1 = missing; see training.sources.label_arrays).
+
+    Each head is scored on the faces that carry its label: exact ages give the age
+    report; age ranges give the share of predictions inside the range and the mean
+    distance to it. Heads without any label report ``None``.
+    """
+    predicted_age = np.asarray(predicted_age, np.float64)
+    exact = labels["age"] >= 0
+    ranged = (~exact) & (labels["age_low"] >= 0)
+    has_gender = labels["gender"] >= 0
+    has_eth = labels["ethnicity"] >= 0
+    report: dict = {
+        "n": int(len(predicted_age)),
+        "n_exact_age": int(exact.sum()),
+        "n_age_range": int(ranged.sum()),
+        "n_gender": int(has_gender.sum()),
+        "n_ethnicity": int(has_eth.sum()),
+        "age_mae": None,
+        "age_bias": None,
+        "gender_accuracy": None,
+        "ethnicity_accuracy": None,
+    }
+    if exact.any():
+        age = age_report(labels["age"][exact], predicted_age[exact], np.asarray(age_interval)[exact])
+        report["age"] = age
+        report["age_mae"] = age["mae"]
+        report["age_bias"] = _rounded((predicted_age[exact] - labels["age"][exact]).mean())
+        report["age_within_5_years"] = age["within_5_years"]
+    if ranged.any():
+        low, high = labels["age_low"][ranged], labels["age_high"][ranged] + 1.0
+        guess = predicted_age[ranged]
+        distance = np.maximum(0.0, np.maximum(low - guess, guess - high))
+        report["age_range"] = {"in_range": _rounded((distance == 0).mean()),
+                               "mean_distance_years": _rounded(distance.mean())}
+    if has_gender.any():
+        gender = classification_report(np.asarray(gender_probs)[has_gender], labels["gender"][has_gender], GENDERS)
+        report["gender"] = gender
+        report["gender_accuracy"] = gender["accuracy"]
+        report["gender_ece"] = gender["ece"]
+    if has_eth.any():
+        eth = classification_report(np.asarray(ethnicity_probs)[has_eth], labels["ethnicity"][has_eth], ETHNICITIES)
+        report["ethnicity"] = eth
+        report["ethnicity_accuracy"] = eth["accuracy"]
+        report["ethnicity_ece"] = eth["ece"]
+    if exact.all() and has_gender.all() and has_eth.all():  # fully labelled: the full report too
+        report.update(full_report(labels["age"], labels["gender"], labels["ethnicity"], predicted_age,
+                                  age_interval, gender_probs, ethnicity_probs))
+    return report

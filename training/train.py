@@ -1,7 +1,17 @@
-"""Train the three-head model on a UTKFace folder or Kaggle CSV.
+"""Train the three-head model on one UTKFace folder, or on several labelled sources at once.
 
     python -m training.train --data-dir ../shared/data/utkface/UTKFace \
         --imagenet-weights ../shared/data/weights/mobilenet_v2_1.0_imagenet_notop.weights.h5
+
+    # several sources with partial labels (aligned once by python -m training.prepare):
+    python -m training.train --prepared-dir runs/prepared \
+        --source utkface=../shared/data/utkface/UTKFace --source celeba=../shared/data/celeba,weight=0.6
+
+With ``--source``, every face comes from ``training.prepare``'s cache (the app's own
+detector and aligner); each head's loss is masked where its label is missing, an
+age range trains the age distribution's mass into the range, and each source's
+images are drawn with its ``weight`` (sampling with replacement, ``--epoch-size``
+draws per epoch). ``--init-model`` starts from a trained model instead of ImageNet.
 
 Phase 1 trains the heads on a frozen ImageNet backbone; phase 2 fine-tunes the
 upper backbone with a warm-up (a high learning rate at the start would wreck the
@@ -20,7 +30,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +40,13 @@ from model.architecture import DEFAULT_FINE_TUNE_FROM
 
 @dataclass
 class TrainConfig:
-    data_dir: str
+    data_dir: str | None = None
+    sources: list[str] = field(default_factory=list)
+    prepared_dir: str = "runs/prepared"
+    init_model: str | None = None
+    epoch_size: int | None = None
+    augment: str = "real_photos"
+    age_weight_power: float = 0.7
     imagenet_weights: str | None = None
     output: str | None = None
     model_card: str | None = None
@@ -73,7 +89,15 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
 
     defaults = TrainConfig(data_dir="")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", required=True, help="UTKFace folder or Kaggle-style CSV file")
+    p.add_argument("--data-dir", default=None, help="UTKFace folder or Kaggle-style CSV file (one source)")
+    p.add_argument("--source", dest="sources", action="append", default=[],
+                   help="name=path[,weight=W][,group=age][,split=a/b/c] (repeatable; faces from --prepared-dir)")
+    p.add_argument("--prepared-dir", default=defaults.prepared_dir, help="training.prepare's output folder")
+    p.add_argument("--init-model", default=None,
+                   help="start from this trained .keras model (skips the head phase unless --head-epochs > 0)")
+    p.add_argument("--epoch-size", type=int, default=None, help="training draws per epoch (default: training images)")
+    p.add_argument("--augment", choices=("basic", "real_photos"), default=defaults.augment,
+                   help="real_photos adds low resolution, blur, JPEG, colour casts, hard light, occlusion")
     p.add_argument("--imagenet-weights", default=None,
                    help="local MobileNetV2 no-top .weights.h5 (default: IMAGENET_WEIGHTS or ../shared; "
                         "'download' lets Keras fetch them)")
@@ -83,7 +107,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     for name in ("input_size", "batch_size", "head_epochs", "epochs", "patience", "seed", "verbose"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     for name in ("head_lr", "lr", "min_lr", "warmup_epochs", "weight_decay", "age_loss_weight",
-                 "label_smoothing", "class_weight_power", "aug_zoom_min", "aug_zoom_max", "aug_rotation_deg"):
+                 "label_smoothing", "class_weight_power", "age_weight_power", "aug_zoom_min", "aug_zoom_max", "aug_rotation_deg"):
         p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
     p.add_argument("--fine-tune-from", default=defaults.fine_tune_from, help="first backbone layer to unfreeze")
     p.add_argument("--schedule", choices=("cosine", "plateau"), default=defaults.schedule)
@@ -97,6 +121,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--limit", type=int, default=None, help="use at most N samples (smoke runs)")
     p.add_argument("--cache-dir", default=None, help="decoded-image cache (default: FACELENS_CACHE or ~/.cache/facelens)")
     args = p.parse_args(argv)
+    if not args.data_dir and not args.sources:
+        p.error("give --data-dir or at least one --source")
     cfg = TrainConfig(**{k: v for k, v in vars(args).items()})
     if cfg.imagenet_weights is None:
         found = settings.imagenet_weights_path()
@@ -119,62 +145,109 @@ def make_strategy(name: str):
 
 
 def inverse_frequency_weights(codes: np.ndarray, classes: int, power: float) -> np.ndarray:
-    """Per-class weights ~ frequency^-power, normalised to mean 1 over the samples."""
-    counts = np.bincount(codes, minlength=classes).astype(np.float64)
+    """Per-class weights ~ frequency^-power, normalised to mean 1 over the labelled
+    samples (codes < 0 mean 'no label' and are not counted)."""
+    codes = np.asarray(codes)
+    labelled = codes[codes >= 0]
+    counts = np.bincount(labelled, minlength=classes).astype(np.float64)
     weights = np.where(counts > 0, np.maximum(counts, 1.0) ** -power, 0.0)
-    weights /= (weights[codes]).mean()
+    if len(labelled):
+        weights /= weights[labelled].mean()
     return weights
 
 
-def sample_weights(ages: np.ndarray, genders: np.ndarray, ethnicities: np.ndarray, power: float) -> dict[str, np.ndarray]:
-    """Per-sample weights per head: rare ethnicities, genders and 5-year age bins count more."""
-    age_bins = np.minimum(ages // 5, 20)
-    age_w = inverse_frequency_weights(age_bins, 21, power)[age_bins]
+def _per_sample(weights: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    return np.where(codes >= 0, weights[np.maximum(codes, 0)], 0.0)
+
+
+def sample_weights(labels: dict[str, np.ndarray], power: float, age_power: float | None = None) -> dict[str, np.ndarray]:
+    """Per-sample weights per head: rare ethnicities, genders and 5-year age bins count
+    more. A range label counts in the bin of its middle; unlabelled samples get 0."""
+    age_power = power if age_power is None else age_power
+    has_age = labels["age_low"] >= 0
+    middle = np.where(labels["age"] >= 0, labels["age"], (labels["age_low"] + labels["age_high"]) // 2)
+    age_bins = np.where(has_age, np.minimum(middle // 5, 20), -1)
+    age_w = _per_sample(inverse_frequency_weights(age_bins, 21, age_power), age_bins)
     return {
-        "age": np.clip(age_w, 0.25, 4.0).astype(np.float32),
-        "gender": inverse_frequency_weights(genders, 2, power)[genders].astype(np.float32),
-        "ethnicity": inverse_frequency_weights(ethnicities, 5, power)[ethnicities].astype(np.float32),
+        "age": np.where(has_age, np.clip(age_w, 0.25, 4.0), 0.0).astype(np.float32),
+        "gender": _per_sample(inverse_frequency_weights(labels["gender"], 2, power), labels["gender"]).astype(np.float32),
+        "ethnicity": _per_sample(inverse_frequency_weights(labels["ethnicity"], 5, power),
+                                 labels["ethnicity"]).astype(np.float32),
     }
 
 
-def make_dataset(images, ages, genders, ethnicities, weights, cfg: TrainConfig, training: bool):
+@dataclass
+class TrainArrays:
+    """Faces of one split with partial labels (-1 = missing) and their source."""
+
+    images: np.ndarray  # (N, S, S, 3) uint8
+    labels: dict[str, np.ndarray]  # age, age_low, age_high, gender, ethnicity: (N,) int32
+    source: np.ndarray  # (N,) int32 index into ``names``
+    names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def sampling_probabilities(source: np.ndarray, source_weights: list[float]) -> np.ndarray:
+    """Draw probability per image: its source's weight (1 = as often as any other image)."""
+    p = np.asarray(source_weights, np.float64)[source]
+    return p / p.sum()
+
+
+def make_dataset(arrays: TrainArrays, weights: dict[str, np.ndarray], cfg: TrainConfig, training: bool,
+                 probabilities: np.ndarray | None = None):
     """tf.data pipeline from cached uint8 faces.
 
-    Per-head sample weights are folded into the soft targets: categorical
+    Training draws ``epoch_size`` images per epoch with ``probabilities`` (with
+    replacement: per-source weights); validation walks every image once. Per-head
+    sample weights are folded into the targets (see :mod:`training.losses`): categorical
     cross-entropy with target w * q equals w times the loss with target q, and the
-    argmax (accuracy) is unchanged. That gives each head its own imbalance weights
-    without per-output sample_weight plumbing.
+    argmax is unchanged, so each head has its own imbalance weights and an
+    unlabelled head (w = 0) contributes nothing.
     """
     import tensorflow as tf
 
     from model.labels import NUM_AGE_BINS
     from training.augment import AugmentConfig, augment_batch
 
-    images_t = tf.constant(images)
-    ages_t = tf.constant(ages.astype(np.float32))
-    genders_t = tf.constant(genders.astype(np.int32))
-    eth_t = tf.constant(ethnicities.astype(np.int32))
-    w = {k: tf.constant(v) for k, v in weights.items()}
+    images_t = tf.constant(arrays.images)
+    lab = {k: tf.constant(v.astype(np.int32)) for k, v in arrays.labels.items()}
+    w = {k: tf.constant(v.astype(np.float32)) for k, v in weights.items()}
     bins = tf.range(NUM_AGE_BINS, dtype=tf.float32)
     smooth = cfg.label_smoothing
-    aug = AugmentConfig(max_rotation_deg=cfg.aug_rotation_deg, zoom_range=(cfg.aug_zoom_min, cfg.aug_zoom_max))
+    zoom = (cfg.aug_zoom_min, cfg.aug_zoom_max)
+    aug = (AugmentConfig.real_photos(cfg.aug_rotation_deg, zoom) if cfg.augment == "real_photos"
+           else AugmentConfig(max_rotation_deg=cfg.aug_rotation_deg, zoom_range=zoom))
 
     def targets(idx):
-        age = tf.gather(ages_t, idx)
-        # Label distribution: a Gaussian around the label, wider for older faces
-        # whose labels are noisier.
-        sigma = 1.0 + 0.04 * age
-        dist = tf.exp(-tf.square(bins[None, :] - age[:, None]) / (2.0 * tf.square(sigma[:, None])))
+        age = tf.cast(tf.gather(lab["age"], idx), tf.float32)
+        low = tf.cast(tf.gather(lab["age_low"], idx), tf.float32)
+        high = tf.cast(tf.gather(lab["age_high"], idx), tf.float32)
+        age_w = tf.gather(w["age"], idx)[:, None]
+        exact = age >= 0
+        ranged = tf.logical_and(~exact, low >= 0)
+        # Exact age: a Gaussian around the label, wider for older faces whose labels are noisier.
+        a = tf.maximum(age, 0.0)
+        sigma = 1.0 + 0.04 * a
+        dist = tf.exp(-tf.square(bins[None, :] - a[:, None]) / (2.0 * tf.square(sigma[:, None])))
         dist = dist / tf.reduce_sum(dist, axis=1, keepdims=True)
+        # Range: negative mass spread over the range's bins (age_distribution_loss reads the sign).
+        inside = tf.cast((bins[None, :] >= low[:, None]) & (bins[None, :] <= high[:, None]), tf.float32)
+        inside = inside / tf.maximum(tf.reduce_sum(inside, axis=1, keepdims=True), 1.0)
+        age_dist = tf.where(exact[:, None], dist * age_w, tf.where(ranged[:, None], -inside * age_w, 0.0))
 
-        def onehot(codes, classes):
-            return tf.one_hot(codes, classes) * (1.0 - smooth) + smooth / classes
+        def onehot(name, classes):
+            codes = tf.gather(lab[name], idx)
+            valid = tf.cast(codes >= 0, tf.float32)[:, None]
+            q = tf.one_hot(tf.maximum(codes, 0), classes) * (1.0 - smooth) + smooth / classes
+            return q * valid * tf.gather(w[name], idx)[:, None]
 
         return {
-            "age": age[:, None],
-            "age_dist": dist * tf.gather(w["age"], idx)[:, None],
-            "gender": onehot(tf.gather(genders_t, idx), 2) * tf.gather(w["gender"], idx)[:, None],
-            "ethnicity": onehot(tf.gather(eth_t, idx), 5) * tf.gather(w["ethnicity"], idx)[:, None],
+            "age": tf.where(exact, age, -1.0)[:, None],
+            "age_dist": age_dist,
+            "gender": onehot("gender", 2),
+            "ethnicity": onehot("ethnicity", 5),
         }
 
     def load(idx):
@@ -183,10 +256,15 @@ def make_dataset(images, ages, genders, ethnicities, weights, cfg: TrainConfig, 
             x = augment_batch(x, aug)
         return x, targets(idx)
 
-    ds = tf.data.Dataset.range(len(images))
     if training:
-        ds = ds.shuffle(len(images), seed=cfg.seed, reshuffle_each_iteration=True)
-    ds = ds.batch(cfg.batch_size, drop_remainder=training)
+        if probabilities is None:
+            probabilities = np.full(len(arrays), 1.0 / len(arrays))
+        logits = tf.constant(np.log(np.maximum(probabilities, 1e-30))[None, :], tf.float32)
+        steps = max(1, (cfg.epoch_size or len(arrays)) // cfg.batch_size)
+        ds = tf.data.Dataset.range(steps)
+        ds = ds.map(lambda _: tf.random.categorical(logits, cfg.batch_size, dtype=tf.int32)[0])
+    else:
+        ds = tf.data.Dataset.range(len(arrays)).batch(cfg.batch_size)
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -202,42 +280,34 @@ def make_optimizer(name: str, lr: float, weight_decay: float):
                                 global_clipnorm=5.0)
 
 
-def weighted_soft_crossentropy(y_true, y_pred):
-    """Cross-entropy for targets pre-multiplied by a per-sample weight w.
-
-    The weight is the target's sum; the loss is w * CE(target / w, prediction).
-    Passing unnormalised targets straight to Keras' cross-entropy is wrong under
-    TensorFlow: its fused softmax kernel back-propagates ``softmax - target``,
-    which is the gradient only for targets that sum to 1, and training diverges
-    (measured: a frozen-feature head's loss went 1.5 -> 44,000 in 8 epochs).
-    """
-    from keras import losses, ops
-
-    weight = ops.maximum(ops.sum(y_true, axis=-1), 1e-8)
-    return weight * losses.categorical_crossentropy(y_true / weight[:, None], y_pred)
-
-
 def compile_model(model, lr: float, cfg: TrainConfig) -> None:
-    import keras
+    from training.losses import (
+        MaskedAccuracy,
+        MaskedMAE,
+        age_distribution_loss,
+        masked_mae,
+        weighted_soft_crossentropy,
+    )
 
     model.compile(
         optimizer=make_optimizer(cfg.optimizer, lr, cfg.weight_decay),
         loss={
-            "age": keras.losses.MeanAbsoluteError(),
-            "age_dist": weighted_soft_crossentropy,
+            "age": masked_mae,
+            "age_dist": age_distribution_loss,
             "gender": weighted_soft_crossentropy,
             "ethnicity": weighted_soft_crossentropy,
         },
         loss_weights={"age": cfg.age_loss_weight, "age_dist": 1.0, "gender": 1.0, "ethnicity": 1.0},
         metrics={
-            "age": [keras.metrics.MeanAbsoluteError(name="mae")],
-            "gender": [keras.metrics.CategoricalAccuracy(name="acc")],
-            "ethnicity": [keras.metrics.CategoricalAccuracy(name="acc")],
+            "age": [MaskedMAE(name="mae")],
+            "gender": [MaskedAccuracy(name="acc")],
+            "ethnicity": [MaskedAccuracy(name="acc")],
         },
     )
 
 
-def _callbacks(cfg: TrainConfig, run_dir: Path, steps_per_epoch: int, phase: str, started: float):
+def _callbacks(cfg: TrainConfig, run_dir: Path, steps_per_epoch: int, phase: str, started: float,
+               prior_minutes: float = 0.0):
     import keras
 
     class WarmupCosine(keras.callbacks.Callback):
@@ -266,7 +336,9 @@ def _callbacks(cfg: TrainConfig, run_dir: Path, steps_per_epoch: int, phase: str
     class SaveState(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             self.model.save(run_dir / "last.keras")
-            (run_dir / "state.json").write_text(json.dumps({"phase": phase, "epochs_done": epoch + 1}))
+            minutes = prior_minutes + (time.time() - started) / 60
+            (run_dir / "state.json").write_text(
+                json.dumps({"phase": phase, "epochs_done": epoch + 1, "minutes": round(minutes, 2)}))
 
     callbacks = [
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
@@ -283,49 +355,90 @@ def _callbacks(cfg: TrainConfig, run_dir: Path, steps_per_epoch: int, phase: str
     return callbacks
 
 
-def load_split_arrays(samples, cfg: TrainConfig, desc: str):
+def arrays_from_samples(samples, cfg: TrainConfig, desc: str) -> TrainArrays:
+    """UTKFace-style samples (every label known) -> decoded, cached arrays."""
     from training.cache import cached_images
 
     cache = Path(cfg.cache_dir) if cfg.cache_dir else None
     images, ok = cached_images(samples, cfg.input_size, cache, desc=desc)
     kept = [s for s, good in zip(samples, ok) if good]
-    ages = np.array([s.age for s in kept], np.int64)
-    genders = np.array([s.gender for s in kept], np.int64)
-    eth = np.array([s.ethnicity for s in kept], np.int64)
-    return images[ok], ages, genders, eth, int((~ok).sum())
+    ages = np.array([s.age for s in kept], np.int32)
+    labels = {"age": ages, "age_low": ages.copy(), "age_high": ages.copy(),
+              "gender": np.array([s.gender for s in kept], np.int32),
+              "ethnicity": np.array([s.ethnicity for s in kept], np.int32)}
+    return TrainArrays(images[ok], labels, np.zeros(len(kept), np.int32), ("data",))
+
+
+def arrays_from_prepared(specs, cfg: TrainConfig) -> tuple[dict[str, TrainArrays], dict]:
+    """Per split, every source's aligned faces (from training.prepare) stacked together."""
+    from training.prepare import load_prepared
+    from training.sources import describe, label_arrays
+
+    names = tuple(spec.name for spec in specs)
+    parts: dict[str, list] = {split: [] for split in ("train", "val", "test")}
+    summary: dict = {"sources": {}}
+    for code, spec in enumerate(specs):
+        records, faces = load_prepared(spec, Path(cfg.prepared_dir), cfg.input_size)
+        if cfg.limit:
+            records, faces = records[: cfg.limit], faces[: cfg.limit]
+        summary["sources"][spec.name] = {**describe(records), "weight": spec.weight, "path": spec.path}
+        splits = np.array([r.split for r in records])
+        labels = label_arrays(records)
+        for split in parts:
+            here = splits == split
+            parts[split].append(TrainArrays(faces[here], {k: v[here] for k, v in labels.items()},
+                                            np.full(int(here.sum()), code, np.int32), names))
+    out = {}
+    for split, items in parts.items():
+        out[split] = TrainArrays(
+            np.concatenate([a.images for a in items]),
+            {k: np.concatenate([a.labels[k] for a in items]) for k in items[0].labels},
+            np.concatenate([a.source for a in items]), names)
+    summary["n"] = sum(v["n"] for v in summary["sources"].values())
+    summary["splits"] = {split: len(a) for split, a in out.items()}
+    return out, summary
 
 
 def run(cfg: TrainConfig) -> dict:
     import keras
 
     from model.architecture import build_model, freeze_backbone, unfreeze_backbone
-    from training.data import index_dataset
-    from training.summary import summarize
+    from training.losses import CUSTOM_OBJECTS
+    from training.prepare import SourceSpec
 
     started = time.time()
     keras.utils.set_random_seed(cfg.seed)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    print(f"indexing {cfg.data_dir} ...", flush=True)
-    index = index_dataset(cfg.data_dir)
-    if cfg.limit:
-        index.samples = index.samples[: cfg.limit]
-    summary = summarize(index)
-    (run_dir / "dataset_summary.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps({"kept": summary["n"], "splits": summary["splits"], "quality": summary["quality"]}), flush=True)
+    specs = [SourceSpec.parse(text) for text in cfg.sources]
+    if specs:
+        print(f"loading prepared faces of {[s.name for s in specs]} from {cfg.prepared_dir} ...", flush=True)
+        arrays, summary = arrays_from_prepared(specs, cfg)
+    else:
+        from training.data import index_dataset
+        from training.summary import summarize
 
-    train = load_split_arrays(index.by_split("train"), cfg, "decode train")
-    val = load_split_arrays(index.by_split("val"), cfg, "decode val")
-    if len(train[0]) == 0 or len(val[0]) == 0:
+        print(f"indexing {cfg.data_dir} ...", flush=True)
+        index = index_dataset(cfg.data_dir)
+        if cfg.limit:
+            index.samples = index.samples[: cfg.limit]
+        summary = summarize(index)
+        arrays = {split: arrays_from_samples(index.by_split(split), cfg, f"decode {split}")
+                  for split in ("train", "val", "test")}
+    (run_dir / "dataset_summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps({"n": summary["n"], "splits": summary["splits"]}), flush=True)
+    train, val = arrays["train"], arrays["val"]
+    if len(train) == 0 or len(val) == 0:
         raise SystemExit("need at least one decodable training and validation image")
-    weights = sample_weights(train[1], train[2], train[3], cfg.class_weight_power)
-    ones = {k: np.ones(len(val[1]), np.float32) for k in weights}
-    train_ds = make_dataset(*train[:4], weights, cfg, training=True)
-    val_ds = make_dataset(*val[:4], ones, cfg, training=False)
-    steps = len(train[0]) // cfg.batch_size
+    weights = sample_weights(train.labels, cfg.class_weight_power, cfg.age_weight_power)
+    ones = {k: (val.labels[k if k != "age" else "age_low"] >= 0).astype(np.float32) for k in weights}
+    probabilities = sampling_probabilities(train.source, [s.weight for s in specs] or [1.0])
+    train_ds = make_dataset(train, weights, cfg, training=True, probabilities=probabilities)
+    val_ds = make_dataset(val, ones, cfg, training=False)
+    steps = (cfg.epoch_size or len(train)) // cfg.batch_size
     if steps == 0:
-        raise SystemExit(f"fewer training images ({len(train[0])}) than one batch ({cfg.batch_size})")
+        raise SystemExit(f"fewer training images ({len(train)}) than one batch ({cfg.batch_size})")
 
     strategy = make_strategy(cfg.strategy)
     state_file = run_dir / "state.json"
@@ -333,8 +446,11 @@ def run(cfg: TrainConfig) -> dict:
     with strategy.scope():
         if state is not None:
             print(f"resuming from {run_dir / 'last.keras'} ({state})", flush=True)
-            model = keras.saving.load_model(
-                run_dir / "last.keras", custom_objects={"weighted_soft_crossentropy": weighted_soft_crossentropy})
+            model = keras.saving.load_model(run_dir / "last.keras", custom_objects=CUSTOM_OBJECTS)
+        elif cfg.init_model:
+            print(f"starting from {cfg.init_model}", flush=True)
+            model = build_model(cfg.input_size)
+            model.set_weights(keras.saving.load_model(cfg.init_model, compile=False).get_weights())
         else:
             model = build_model(cfg.input_size, cfg.imagenet_weights if cfg.imagenet_weights != "download" else None)
             if cfg.imagenet_weights == "download":
@@ -348,6 +464,9 @@ def run(cfg: TrainConfig) -> dict:
                 print("warning: no ImageNet weights given; training the backbone from scratch", file=sys.stderr)
 
     fit_kwargs = dict(validation_data=val_ds, verbose=cfg.verbose)
+    prior = float(state.get("minutes", 0.0)) if state else 0.0  # training time of earlier sessions
+    if state is None and cfg.init_model and cfg.head_epochs == 0:
+        state = {"phase": "heads", "epochs_done": 0}
     if state is None or state["phase"] == "heads":
         done = state["epochs_done"] if state else 0
         if done < cfg.head_epochs:
@@ -356,7 +475,7 @@ def run(cfg: TrainConfig) -> dict:
                 compile_model(model, cfg.head_lr, cfg)
             print(f"phase 1: heads on a frozen backbone, {cfg.head_epochs} epochs", flush=True)
             model.fit(train_ds, epochs=cfg.head_epochs, initial_epoch=done,
-                      callbacks=_callbacks(cfg, run_dir, steps, "heads", started), **fit_kwargs)
+                      callbacks=_callbacks(cfg, run_dir, steps, "heads", started, prior), **fit_kwargs)
         state = {"phase": "fine_tune", "epochs_done": 0}
         with strategy.scope():
             trainable = unfreeze_backbone(model, cfg.fine_tune_from, train_batchnorm=not cfg.freeze_batchnorm)
@@ -366,14 +485,14 @@ def run(cfg: TrainConfig) -> dict:
     budget_left = cfg.time_budget_min is None or (time.time() - started) / 60 < cfg.time_budget_min
     if done < cfg.epochs and budget_left:
         model.fit(train_ds, epochs=cfg.epochs, initial_epoch=done,
-                  callbacks=_callbacks(cfg, run_dir, steps, "fine_tune", started), **fit_kwargs)
-    train_minutes = (time.time() - started) / 60
+                  callbacks=_callbacks(cfg, run_dir, steps, "fine_tune", started, prior), **fit_kwargs)
+    train_minutes = prior + (time.time() - started) / 60
 
     result = {"config": asdict(cfg), "train_minutes": round(train_minutes, 2), "summary": summary}
     if cfg.output:
         from training.export import export_model
 
-        result.update(export_model(run_dir, cfg, index, summary, train_minutes))
+        result.update(export_model(run_dir, cfg, arrays, summary, train_minutes))
     return result
 
 
