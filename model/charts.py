@@ -197,6 +197,54 @@ _CONFIG_KEYS: tuple[str, ...] = (
 )
 
 
+#: How the card's evaluation sets are named on the Model page.
+EVALUATION_NAMES: dict[str, str] = {
+    "utkface": "UTKFace",
+    "celeba": "CelebA (held-out people)",
+    "east_asian": "East Asian adults (held-out ages)",
+}
+DEGRADATION_NAMES: dict[str, str] = {
+    "quarter_resolution": "1/4 resolution", "jpeg_20": "JPEG quality 20", "grayscale": "grayscale", "blur": "blur",
+}
+
+
+def evaluations_table(card: dict) -> pd.DataFrame:
+    """One row per evaluation the model had (per source and split, plus degraded copies of
+    the test photos), so users see side by side how it does off its home data."""
+    rows = []
+
+    def row(label: str, split: str, report: dict | None) -> None:
+        if not report or not report.get("n"):
+            return
+        rng = report.get("age_range") or {}
+        rows.append({
+            "data": label, "split": split, "faces": int(report["n"]),
+            "age MAE (years)": report.get("age_mae"), "age bias (years)": report.get("age_bias"),
+            "age in labelled range": rng.get("in_range"),
+            "gender accuracy": report.get("gender_accuracy"), "ethnicity accuracy": report.get("ethnicity_accuracy"),
+            "gender ECE": report.get("gender_ece"),
+        })
+
+    for name, entry in (card.get("evaluations") or {}).items():
+        label = EVALUATION_NAMES.get(name, name)
+        row(label, "validation", entry.get("val"))
+        row(label, "test", entry.get("test"))
+        for kind, report in (entry.get("test_degraded") or {}).items():
+            row(f"{label}, {DEGRADATION_NAMES.get(kind, kind)}", "test", report)
+    return pd.DataFrame(rows)
+
+
+def jitter_table(card: dict) -> pd.DataFrame:
+    """How much answers move when the same face is re-framed (the card's framing_jitter)."""
+    rows = [
+        {"data": EVALUATION_NAMES.get(name, name), "faces": r.get("faces"),
+         "gender probability spread": r.get("gender_probability_sd"), "age spread (years)": r.get("age_sd_years"),
+         "gender call flips": r.get("gender_call_flips")}
+        for name, r in (card.get("framing_jitter") or {}).items()
+    ]
+    return pd.DataFrame(rows)
+
+
 def card_details(card: dict) -> pd.DataFrame:
     """The model card's identity, input contract, splits and main training settings as rows."""
     splits = card.get("splits") or {}

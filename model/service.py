@@ -25,6 +25,7 @@ import pandas as pd
 
 from model import settings
 from model.labels import ETHNICITY_DISPLAY
+from model.settings import GENDER_UNSURE_BELOW
 
 #: File types the uploader accepts (lower case, without the dot).
 UPLOAD_TYPES: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "bmp")
@@ -175,12 +176,6 @@ def age_text(age: float) -> str:
     return f"{years} year{'' if years == 1 else 's'}"
 
 
-#: Below this probability the gender call is shown as "Unsure" rather than as a verdict.
-#: The probabilities are calibrated (gender ECE about 0.03 on held-out faces). On the
-#: validation split of ../shared UTKFace (1,936 faces, shipped model, flip averaging),
-#: calls under 65% (6.8% of faces) were right 60% of the time, 65-80% right 70%, and
-#: the rest 98%: a big bold "Male" at 55% would overstate it.
-GENDER_UNSURE_BELOW: float = 0.65
 
 
 def gender_text(gender: str, probability: float) -> tuple[str, str]:

@@ -284,3 +284,13 @@ PER_CLASS_COLUMNS = {
     "precision": st.column_config.NumberColumn("precision", format="percent",
                                                help="Share of predictions of this class that were right."),
 }
+
+EVALUATION_COLUMNS = {
+    "age MAE (years)": st.column_config.NumberColumn(format="%.2f"),
+    "age bias (years)": st.column_config.NumberColumn(format="%+.2f", help="Predicted minus true age; negative: too young."),
+    "age in labelled range": st.column_config.NumberColumn(format="percent",
+                                                           help="Share of ages inside a labelled age range."),
+    "gender accuracy": st.column_config.NumberColumn(format="percent"),
+    "ethnicity accuracy": st.column_config.NumberColumn(format="percent"),
+    "gender ECE": st.column_config.NumberColumn(format="%.3f"),
+}

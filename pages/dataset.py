@@ -34,7 +34,11 @@ else:
     if not summary:
         st.info("No model card with a data summary was found. Choose a UTKFace folder in the sidebar.")
         st.stop()
-    st.caption(f"Statistics of the {summary.get('n', 0):,} faces behind the shipped model (from its model card).")
+    st.caption(f"Statistics of the {summary.get('n', 0):,} UTKFace faces behind the shipped model (from its model card).")
+    if summary.get("sources"):
+        st.caption("It learned from these sources at once; each head learns only from the labels a source has "
+                   "(aligned faces: those the app's detector found).")
+        st.dataframe(explorer.sources_table(summary["sources"]), hide_index=True, key="table_sources")
 
 explorer_ui.dataset_headline(summary)
 bins = st.slider("Age bin width (years)", 1, 20, 5, key="explorer_bins")

@@ -24,6 +24,19 @@ left.plotly_chart(charts.mae_by_age_group(test), key="chart_mae_age_group")
 right.plotly_chart(charts.mae_by_group(test), key="chart_mae_group")
 st.plotly_chart(charts.accuracy_by_group(test), key="chart_accuracy_group")
 
+evaluations = charts.evaluations_table(card)
+if not evaluations.empty:
+    st.header("Off its home data")
+    st.caption("Every evaluation the model had, side by side: its home data (UTKFace), people it never saw from "
+               "other collections, and the UTKFace test photos degraded as uploads often are. Bias is predicted "
+               "minus true age; ECE is the gap between stated confidence and accuracy.")
+    st.dataframe(evaluations, hide_index=True, key="table_evaluations", column_config=ui.EVALUATION_COLUMNS)
+    jitter = charts.jitter_table(card)
+    if not jitter.empty:
+        st.caption("Steadiness: the same validation faces re-framed 8 times (zoom and shift of a few percent, "
+                   "small rotations). Spread is the mean per-face standard deviation of the answer.")
+        st.dataframe(jitter, hide_index=True, key="table_jitter")
+
 st.header("Confusion matrices")
 left, right = st.columns([2, 3])
 for column, head in ((left, "gender"), (right, "ethnicity")):

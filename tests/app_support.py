@@ -154,6 +154,13 @@ def write_model_card(path: Path, n_test: int = 200) -> Path:
         "input": {"size": 128, "channels": "RGB"}, "labels": {"gender": list(GENDERS)}, "flip_tta": True,
         "data": data, "splits": data["splits"], "validation_metrics": {"flip_tta": test, "plain": test},
         "test_metrics": test,
+        "evaluations": {
+            "utkface": {"val": test, "test": test, "test_degraded": {"grayscale": {**test, "gender_accuracy": 0.88}}},
+            "celeba": {"val": {"n": 50, "n_gender": 50, "gender_accuracy": 0.95, "gender_ece": 0.02, "age_mae": None},
+                       "test": {"n": 0}},
+        },
+        "framing_jitter": {"utkface": {"faces": 100, "views": 8, "gender_probability_sd": 0.03, "age_sd_years": 1.1,
+                                       "gender_call_flips": 0.04}},
         "training": {"minutes": 12.5, "machine": "2 CPU cores, no GPU", "config": {}, "history": history},
         "licence": "Non-commercial research use only (UTKFace).",
     }

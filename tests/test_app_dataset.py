@@ -43,7 +43,7 @@ def _charts(at: AppTest) -> dict:
 def test_default_shows_the_shipped_models_training_data(card):
     at = _page()
     assert at.radio(key="explorer_source").value == "card"
-    assert "1,000 faces behind the shipped model" in " ".join(c.value for c in at.caption)
+    assert "1,000 UTKFace faces behind the shipped model" in " ".join(c.value for c in at.caption)
     charts = _charts(at)
     assert set(charts) == {"chart_age_hist", "chart_gender", "chart_ethnicity", "chart_age_by_ethnicity",
                            "chart_gender_ethnicity"}
@@ -53,6 +53,22 @@ def test_default_shows_the_shipped_models_training_data(card):
     assert imbalance["ratio"].iloc[1] == 6.0
     quality = at.dataframe[1].value.set_index("check")["count"]
     assert quality["names that do not parse"] == 3 and quality["duplicate copies removed"] == 4
+
+
+def test_a_multi_source_card_lists_its_sources(card):
+    data = json.loads(card.read_text())
+    data["data"]["sources"] = {
+        "utkface": {"n": 900, "splits": {"train": 700, "val": 100, "test": 100}, "with_exact_age": 900,
+                    "with_gender": 900, "with_ethnicity": 900, "weight": 1.0},
+        "celeba": {"n": 300, "splits": {"train": 240, "val": 30, "test": 30}, "with_gender": 300, "identities": 150,
+                   "weight": 0.7},
+    }
+    card.write_text(json.dumps(data))
+    at = _page()
+    sources = at.dataframe[0].value
+    assert list(sources["source"]) == ["utkface", "celeba"]
+    assert sources["genders"].tolist() == [900, 300] and sources["exact ages"].tolist() == [900, 0]
+    assert sources["train / val / test"].iloc[1] == "240 / 30 / 30"
 
 
 def test_age_bins_are_adjustable(card):

@@ -43,8 +43,13 @@ def test_model_page_shows_every_section(monkeypatch, tmp_path):
     rows = values(confusion["z"])
     assert len(rows) == 5 and all(abs(sum(row) - 1) < 1e-6 for row in rows)  # row-normalised
     headers = [h.value for h in at.header]
-    assert headers == ["Where it is more and less accurate", "Confusion matrices", "Calibration", "Training",
+    assert headers == ["Where it is more and less accurate", "Off its home data", "Confusion matrices", "Calibration", "Training",
                        "Limits and responsible use"]
+    evaluations, jitter = at.dataframe[0].value, at.dataframe[1].value  # the first two tables of the page
+    assert list(evaluations["data"]) == ["UTKFace", "UTKFace", "UTKFace, grayscale", "CelebA (held-out people)"]
+    assert list(evaluations["split"]) == ["validation", "test", "test", "validation"]
+    assert evaluations["gender accuracy"].tolist()[2:] == [0.88, 0.95]
+    assert jitter["age spread (years)"].tolist() == [1.1]
     note = " ".join(m.value for m in at.markdown)
     assert "coarse" in note.lower() and "can be wrong" in note
     assert "Non-commercial" in " ".join(c.value for c in at.caption)

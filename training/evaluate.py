@@ -1,6 +1,14 @@
-"""Evaluate a model on aligned UTKFace-style crops.
+"""Evaluate a model on aligned UTKFace-style crops, or on whole photos.
 
     python -m training.evaluate --data-dir DIR [--model PATH] [--json OUT]
+    python -m training.evaluate --photos DIR [--split val] [--limit N]
+
+``--photos`` takes any labelled folder (a ``labels.csv`` folder, a FairFace CSV or
+UTKFace file names) and runs every photo through the app's whole pipeline
+(``FaceAnalyzer.analyze``: detection, alignment, model); the JSON then holds the
+detection rate, age MAE and bias per age group, 9-group age accuracy and
+within-one-group, gender accuracy per age group, the ethnicity confusion and the
+share of "Unsure" gender calls (see :mod:`training.photo_eval`).
 
 Runs every parseable image in DIR (a UTKFace folder or Kaggle CSV) through the
 same preprocessing and compiled predictor as the app and prints ONE JSON object:
@@ -75,6 +83,22 @@ def evaluate_samples(model, samples: list[Sample], flip_tta: bool = True, progre
     return report
 
 
+def evaluate_faces(model, faces: np.ndarray, labels: dict[str, np.ndarray], flip_tta: bool = True,
+                   predictor=None) -> dict:
+    """Partial-label metrics of ``model`` on already prepared faces (training.prepare's
+    aligned crops: the same pixels the app's pipeline makes from those photos)."""
+    from model.inference import Predictor
+    from training.metrics import partial_report
+
+    predictor = predictor or Predictor(model, flip_tta=flip_tta)
+    if len(faces) == 0:
+        return {"n": 0}
+    out = predictor(faces)
+    report = partial_report(labels, out.age, out.age_interval, out.gender, out.ethnicity)
+    report["flip_tta"] = predictor.flip_tta
+    return report
+
+
 def evaluate_index(model, index: DataIndex, split: str | None, flip_tta: bool = True, progress: bool = True) -> dict:
     samples = index.samples if split in (None, "all") else index.by_split(split)
     report = evaluate_samples(model, samples, flip_tta=flip_tta, progress=progress)
@@ -88,7 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     from model import settings
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", required=True, help="folder of UTKFace-style crops or a Kaggle CSV")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--data-dir", help="folder of UTKFace-style crops or a Kaggle CSV")
+    what.add_argument("--photos", help="labelled folder of whole photos, run through the whole analyzer")
+    what.add_argument("--source", action="append", type=_spec,
+                      help="name=path[,...] as given to training.prepare: score its prepared (aligned) faces")
+    p.add_argument("--prepared-dir", default="runs/prepared", help="--source: training.prepare's output folder")
+    p.add_argument("--degraded", action="store_true",
+                   help="--source: also score quarter-resolution, JPEG-20, grayscale and blurred copies")
+    p.add_argument("--limit", type=int, default=None, help="--photos: at most N photos (a reproducible sample)")
     p.add_argument("--model", default=None, help="model file (default: the shipped model)")
     p.add_argument("--json", dest="json_out", default=None, help="also write the JSON object to this file")
     p.add_argument("--split", choices=("all", *SPLITS), default="all",
@@ -100,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     from model.architecture import load_model
 
     model_file = Path(args.model) if args.model else settings.model_path()
+    if args.photos:
+        return _evaluate_photos(args, model_file)
+    if args.source:
+        return _evaluate_prepared(args, model_file)
     try:
         index = index_dataset(args.data_dir, dedupe=False)
         model = load_model(model_file)
@@ -113,6 +149,60 @@ def main(argv: list[str] | None = None) -> int:
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=2))
     return 0 if report.get("n", 0) > 0 else 1
+
+
+def _spec(text: str):
+    from training.prepare import SourceSpec
+
+    return SourceSpec.parse(text)
+
+
+def _evaluate_prepared(args, model_file: Path) -> int:
+    from model.architecture import load_model
+    from training.prepare import load_prepared
+    from training.robustness import degraded_reports
+    from training.sources import label_arrays
+
+    model = load_model(model_file)
+    report: dict = {"model": str(model_file), "split": args.split, "flip_tta": not args.no_tta, "sources": {}}
+    for spec in args.source:
+        records, faces = load_prepared(spec, Path(args.prepared_dir))
+        keep = np.array([args.split == "all" or r.split == args.split for r in records], bool)
+        labels = label_arrays([r for r, k in zip(records, keep) if k])
+        entry = evaluate_faces(model, faces[keep], labels, flip_tta=not args.no_tta)
+        if args.degraded and keep.any():
+            entry["degraded"] = degraded_reports(model, faces[keep], labels, flip_tta=not args.no_tta)
+        report["sources"][spec.name] = entry
+    print(json.dumps(report))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def _evaluate_photos(args, model_file: Path) -> int:
+    from model.analyzer import FaceAnalyzer
+    from training.photo_eval import analyze_records, photo_report
+    from training.sources import read_source
+
+    try:
+        records, read = read_source(args.photos)
+        analyzer = FaceAnalyzer(model_file, flip_tta=False if args.no_tta else None)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.split != "all":
+        records = [r for r in records if r.split == args.split]
+    if args.limit and len(records) > args.limit:
+        pick = np.random.default_rng(0).choice(len(records), size=args.limit, replace=False)
+        records = [records[i] for i in sorted(pick)]
+    results = analyze_records(analyzer, records, progress=not args.quiet)
+    report = photo_report(records, results)
+    report.update({"model": str(model_file), "photos_dir": args.photos, "split": args.split,
+                   "flip_tta": analyzer.flip_tta, "skipped": read.skipped})
+    print(json.dumps(report))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=2))
+    return 0 if report["photos"] else 1
 
 
 if __name__ == "__main__":

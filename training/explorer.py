@@ -186,3 +186,22 @@ def thumbnail(path: str | Path, size: int = 120) -> np.ndarray | None:
     if image is None:
         return None
     return cv2.cvtColor(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+
+
+def sources_table(sources: dict) -> pd.DataFrame:
+    """One row per training source of a multi-source model: faces, labels it carries, weight."""
+    rows = []
+    for name, info in sources.items():
+        splits = info.get("splits") or {}
+        rows.append({
+            "source": name,
+            "aligned faces": info.get("n", 0),
+            "train / val / test": " / ".join(f"{splits.get(s, 0):,}" for s in ("train", "val", "test")),
+            "exact ages": info.get("with_exact_age", 0),
+            "age ranges": info.get("with_age_range", 0),
+            "genders": info.get("with_gender", 0),
+            "ethnicities": info.get("with_ethnicity", 0),
+            "people": info.get("identities", 0) or "",
+            "sampling weight": info.get("weight", 1.0),
+        })
+    return pd.DataFrame(rows)

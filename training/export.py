@@ -39,6 +39,10 @@ def read_history(path: Path) -> list[dict]:
     return out
 
 
+#: Validation faces per source for the framing-jitter study written into the card.
+JITTER_FACES = 600
+
+
 def machine_description() -> str:
     """What trained the model, read off this machine (not assumed)."""
     import os
@@ -81,6 +85,8 @@ def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes:
     import keras
 
     from model.architecture import build_model
+    from model.inference import Predictor
+    from training.robustness import degraded_reports, jitter_spread
 
     best = keras.saving.load_model(run_dir / "best.keras", compile=False)
     model = build_model(cfg.input_size)
@@ -96,6 +102,16 @@ def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes:
     flip_tta = (val_tta[first]["age_mae"] or 0) <= (val_plain[first]["age_mae"] or 0)
     test = evaluate_by_source(model, arrays["test"], flip_tta=flip_tta)
     val = val_tta if flip_tta else val_plain
+    evaluations = {name: {"val": val.get(name), "test": test.get(name)} for name in names}
+    first_test = _subset(arrays["test"], arrays["test"].source == 0)
+    if len(first_test):
+        evaluations[first]["test_degraded"] = degraded_reports(model, first_test.images, first_test.labels, flip_tta)
+    predictor = Predictor(model, flip_tta=flip_tta)
+    robustness = {}
+    for code, name in enumerate(names):
+        faces = arrays["val"].images[arrays["val"].source == code][:JITTER_FACES]
+        if len(faces):
+            robustness[name] = jitter_spread(predictor, faces)
     card = {
         "name": output.stem,
         "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -112,7 +128,8 @@ def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes:
         "splits": summary["splits"],
         "validation_metrics": {"flip_tta": val_tta[first], "plain": val_plain[first]},
         "test_metrics": test.get(first, {"n": 0}),
-        "evaluations": {name: {"val": val.get(name), "test": test.get(name)} for name in names},
+        "evaluations": evaluations,
+        "framing_jitter": robustness,
         "training": {
             "minutes": round(train_minutes, 1),
             "machine": machine_description(),

@@ -394,8 +394,16 @@ def arrays_from_prepared(specs, cfg: TrainConfig) -> tuple[dict[str, TrainArrays
             np.concatenate([a.images for a in items]),
             {k: np.concatenate([a.labels[k] for a in items]) for k in items[0].labels},
             np.concatenate([a.source for a in items]), names)
-    summary["n"] = sum(v["n"] for v in summary["sources"].values())
+    # The data summary the Dataset explorer draws is UTKFace's (the one source with every
+    # label); the other sources are listed with their label counts.
+    utkface = [spec for spec in specs if spec.read()[1].kind == "utkface"]
+    if utkface:
+        from training.data import index_dataset
+        from training.summary import summarize
+
+        summary = {**summarize(index_dataset(utkface[0].path)), "sources": summary["sources"]}
     summary["splits"] = {split: len(a) for split, a in out.items()}
+    summary.setdefault("n", sum(v["n"] for v in summary["sources"].values()))
     return out, summary
 
 

@@ -1,0 +1,130 @@
+"""Evaluation on whole photos (the analyzer's path) and the robustness studies."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from model.settings import PROJECT_ROOT
+from training.photo_eval import label_group, photo_report
+from training.sources import FaceRecord
+
+
+def _record(**labels) -> FaceRecord:
+    return FaceRecord("s", "x.jpg", Path("x.jpg"), "d", **labels)
+
+
+def _result(age: float, gender: str, p_gender: float, ethnicity: str = "white") -> dict:
+    return {"age": age, "age_interval": [age - 5, age + 5], "gender": gender,
+            "gender_probability": p_gender, "ethnicity": ethnicity}
+
+
+def test_label_group_uses_exact_ages_and_ranges_that_fit_one_group():
+    assert label_group(_record(age=34, age_low=34, age_high=34)) == 4
+    assert label_group(_record(age_low=30, age_high=39)) == 4
+    assert label_group(_record(age_low=70, age_high=116)) == 8
+    assert label_group(_record(age_low=25, age_high=34)) is None
+    assert label_group(_record(gender=0)) is None
+
+
+def test_photo_report_counts_detection_groups_gender_and_unsure_calls():
+    records = [
+        _record(age=34, age_low=34, age_high=34, gender=0, ethnicity=0),
+        _record(age=72, age_low=72, age_high=72, gender=1, ethnicity=1),
+        _record(age_low=30, age_high=39, gender=1),
+        _record(gender=0),
+    ]
+    results = [_result(36, "male", 0.95), _result(55, "female", 0.6, "black"), _result(45, "male", 0.9), None]
+    report = photo_report(records, results)
+    assert report["photos"] == 4 and report["detected"] == 3 and report["detection_rate"] == 0.75
+    assert report["age_mae"] == pytest.approx((2 + 17) / 2)
+    assert report["age_bias"] == pytest.approx((2 - 17) / 2)
+    assert report["age_by_group"]["70+"] == {"n": 1, "mae": 17.0, "bias": -17.0}
+    # 34 -> 36 right group; 72 -> 55 two groups off; range 30-39 -> 45 one group off
+    assert report["age_group_accuracy"] == pytest.approx(1 / 3, abs=1e-4)
+    assert report["age_group_within_one"] == pytest.approx(2 / 3, abs=1e-4)
+    assert report["gender_accuracy"] == pytest.approx(2 / 3, abs=1e-4)
+    assert report["gender_unsure_share"] == pytest.approx(1 / 3, abs=1e-4)
+    assert report["gender_accuracy_by_age_group"]["30-39"] == {"n": 2, "accuracy": 0.5}
+    assert report["ethnicity_accuracy"] == 1.0
+    assert report["ethnicity_confusion"]["matrix"][1][1] == 1
+    json.dumps(report)  # JSON-able
+
+
+def test_jitter_views_and_degradations_keep_shape():
+    from training.robustness import DEGRADATIONS, degrade, jitter_views
+
+    rng = np.random.default_rng(0)
+    face = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    views = jitter_views(face, 5, rng)
+    assert views.shape == (5, 64, 64, 3) and views.dtype == np.uint8
+    assert not np.array_equal(views[0], views[1])
+    for kind in DEGRADATIONS:
+        out = degrade(face, kind)
+        assert out.shape == face.shape and out.dtype == np.uint8
+    assert (degrade(face, "grayscale")[..., 0] == degrade(face, "grayscale")[..., 2]).all()
+    with pytest.raises(ValueError):
+        degrade(face, "sepia")
+
+
+def test_jitter_spread_is_zero_for_a_model_that_ignores_framing_and_positive_otherwise():
+    from model.inference import HeadOutputs
+    from training.robustness import jitter_spread
+
+    class Constant:
+        def __call__(self, faces):
+            n = len(faces)
+            return HeadOutputs(np.full(n, 30.0), np.zeros((n, 2)), np.zeros((n, 3)),
+                               np.tile([0.3, 0.7], (n, 1)), np.zeros((n, 5)))
+
+    class LooksAtTheCentre:
+        """Answers from the centre patch only, so re-framing moves them."""
+
+        def __call__(self, faces):
+            centre = faces[:, 56:72, 56:72].reshape(len(faces), -1).mean(1) / 255.0
+            gender = np.stack([1 - centre, centre], 1)
+            return HeadOutputs(centre * 80, np.zeros((len(faces), 2)), np.zeros((len(faces), 3)), gender,
+                               np.zeros((len(faces), 5)))
+
+    rng = np.random.default_rng(1)
+    faces = rng.integers(0, 255, (6, 128, 128, 3), dtype=np.uint8)
+    flat = jitter_spread(Constant(), faces, views=4)
+    assert flat["gender_probability_sd"] == 0 and flat["age_sd_years"] == 0 and flat["gender_call_flips"] == 0
+    faces = np.stack([cv2.resize(f, (128, 128), interpolation=cv2.INTER_NEAREST) for f in faces[:, :8, :8]])
+    moving = jitter_spread(LooksAtTheCentre(), faces, views=4)
+    assert moving["faces"] == 6 and moving["age_sd_years"] > 0.5 and moving["gender_probability_sd"] > 0.005
+
+
+@pytest.mark.slow
+def test_evaluate_photos_runs_the_whole_analyzer(tmp_path, untrained_model_path):
+    """--photos: a labels.csv folder of whole photos -> one JSON object with the photo metrics."""
+    from skimage import data
+
+    folder = tmp_path / "photos"
+    (folder / "images").mkdir(parents=True)
+    cv2.imwrite(str(folder / "images" / "astronaut.jpg"), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(folder / "images" / "blank.jpg"), np.full((120, 160, 3), 128, np.uint8))
+    (folder / "images" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    (folder / "labels.csv").write_text(
+        "file,age,age_low,age_high,gender,ethnicity,identity\n"
+        "images/astronaut.jpg,42,,,female,white,eileen\n"
+        "images/blank.jpg,,30,39,male,,nobody\n"
+        "images/broken.jpg,,,,female,,broken\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "training.evaluate", "--photos", str(folder), "--model", str(untrained_model_path),
+         "--quiet"],
+        cwd=tmp_path, env={"PYTHONPATH": str(PROJECT_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["photos"] == 3 and report["detected"] == 1
+    assert report["age_by_group"]["40-49"]["n"] == 1
+    assert 0.0 <= report["gender_unsure_share"] <= 1.0 and report["ethnicity_confusion"]["labels"][0] == "white"

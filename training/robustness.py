@@ -1,0 +1,135 @@
+"""How much an answer moves when the photo changes but the face does not.
+
+    python -m training.robustness --model model/facelens_mobilenetv2_128.keras \
+        --source utkface=../shared/data/utkface/UTKFace --source celeba=../shared/data/celeba --split val
+
+Two studies on prepared (detected + aligned) faces of a split:
+
+* framing jitter: each face is re-framed ``views`` times (zoom +-10%, shift +-5% of
+  the side, rotation +-5 deg: what landmark noise and a different photo of the same
+  scene do to the crop); reported are the mean per-face standard deviation of the
+  gender probability and of the age, and the share of faces whose gender call flips;
+* degraded photos: quarter resolution, JPEG quality 20, grayscale, blur, each scored
+  like the clean faces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+#: Degradations of a face crop, as uploads have them.
+DEGRADATIONS: tuple[str, ...] = ("quarter_resolution", "jpeg_20", "grayscale", "blur")
+
+
+def jitter_views(face: np.ndarray, views: int, rng: np.random.Generator, zoom: float = 0.1,
+                 shift: float = 0.05, rotation_deg: float = 5.0) -> np.ndarray:
+    """(views, S, S, 3) re-framings of one (S, S, 3) face; border pixels reflected."""
+    size = face.shape[0]
+    centre = (size - 1) / 2.0
+    out = np.empty((views, *face.shape), np.uint8)
+    for v in range(views):
+        scale = 1.0 + rng.uniform(-zoom, zoom)
+        angle = rng.uniform(-rotation_deg, rotation_deg)
+        m = cv2.getRotationMatrix2D((centre, centre), angle, scale)
+        m[:, 2] += rng.uniform(-shift, shift, 2) * size
+        out[v] = cv2.warpAffine(face, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return out
+
+
+def jitter_spread(predictor, faces: np.ndarray, views: int = 8, seed: int = 0) -> dict:
+    """Mean per-face spread of the answers over ``views`` re-framings of each face."""
+    rng = np.random.default_rng(seed)
+    gender_sd, age_sd, flips = [], [], []
+    for start in range(0, len(faces), 32):
+        batch = faces[start : start + 32]
+        stacked = np.concatenate([jitter_views(f, views, rng) for f in batch])
+        out = predictor(stacked)
+        p_female = out.gender[:, 1].reshape(len(batch), views)
+        ages = out.age.reshape(len(batch), views)
+        gender_sd.extend(p_female.std(1))
+        age_sd.extend(ages.std(1))
+        calls = p_female >= 0.5
+        flips.extend(calls.any(1) & ~calls.all(1))
+    return {
+        "faces": int(len(faces)),
+        "views": views,
+        "gender_probability_sd": round(float(np.mean(gender_sd)), 4),
+        "age_sd_years": round(float(np.mean(age_sd)), 3),
+        "gender_call_flips": round(float(np.mean(flips)), 4),
+    }
+
+
+def degrade(face: np.ndarray, kind: str) -> np.ndarray:
+    """One (S, S, 3) uint8 face degraded as named in :data:`DEGRADATIONS`."""
+    size = face.shape[0]
+    if kind == "quarter_resolution":
+        small = cv2.resize(face, (size // 4, size // 4), interpolation=cv2.INTER_AREA)
+        return cv2.resize(small, (size, size), interpolation=cv2.INTER_LINEAR)
+    if kind == "jpeg_20":
+        ok, buf = cv2.imencode(".jpg", face, [cv2.IMWRITE_JPEG_QUALITY, 20])
+        return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if ok else face
+    if kind == "grayscale":
+        gray = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if kind == "blur":
+        return cv2.GaussianBlur(face, (0, 0), 1.5)
+    raise ValueError(f"unknown degradation {kind!r}; choose from {DEGRADATIONS}")
+
+
+def degraded_reports(model, faces: np.ndarray, labels: dict[str, np.ndarray], flip_tta: bool) -> dict:
+    """Partial-label metrics of ``model`` on each degraded copy of ``faces``."""
+    from model.inference import Predictor
+    from training.evaluate import evaluate_faces
+
+    predictor = Predictor(model, flip_tta=flip_tta)
+    return {
+        kind: evaluate_faces(model, np.stack([degrade(f, kind) for f in faces]), labels, predictor=predictor)
+        for kind in DEGRADATIONS
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from model import settings
+    from model.architecture import load_model
+    from model.inference import Predictor
+    from training.prepare import SourceSpec, load_prepared
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", action="append", default=None, help="model file(s) (default: the shipped model)")
+    p.add_argument("--source", action="append", required=True, type=SourceSpec.parse,
+                   help="name=path[,group=...][,split=...] as given to training.prepare")
+    p.add_argument("--prepared-dir", default="runs/prepared")
+    p.add_argument("--split", default="val", choices=("train", "val", "test"))
+    p.add_argument("--limit", type=int, default=600, help="faces per source for the jitter study")
+    p.add_argument("--views", type=int, default=8)
+    p.add_argument("--no-tta", action="store_true")
+    args = p.parse_args(argv)
+
+    models = args.model or [str(settings.model_path())]
+    report: dict = {}
+    for model_file in models:
+        model = load_model(model_file)
+        predictor = Predictor(model, flip_tta=not args.no_tta)
+        per_source = {}
+        for spec in args.source:
+            records, faces = load_prepared(spec, Path(args.prepared_dir))
+            here = np.array([r.split == args.split for r in records], bool)
+            if not here.any():
+                continue
+            rng = np.random.default_rng(0)
+            pick = np.sort(rng.choice(np.flatnonzero(here), size=min(args.limit, int(here.sum())), replace=False))
+            per_source[spec.name] = jitter_spread(predictor, faces[pick], views=args.views)
+        report[model_file] = per_source
+        print(f"{model_file}: {json.dumps(per_source)}", file=sys.stderr)
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
