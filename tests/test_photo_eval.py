@@ -128,3 +128,27 @@ def test_evaluate_photos_runs_the_whole_analyzer(tmp_path, untrained_model_path)
     assert report["photos"] == 3 and report["detected"] == 1
     assert report["age_by_group"]["40-49"]["n"] == 1
     assert 0.0 <= report["gender_unsure_share"] <= 1.0 and report["ethnicity_confusion"]["labels"][0] == "white"
+
+
+def test_photo_sweep_runs_every_size_and_crop_through_the_analyzer():
+    from training.robustness import photo_sweep
+
+    class FakeFace:
+        def __init__(self, width):
+            self.box = (0, 0, 10, 10)
+            self.age = 30.0 + width / 100
+            self.gender_probabilities = {"male": 0.4, "female": 0.6}
+
+    class Fake:
+        def __init__(self):
+            self.sizes = []
+
+        def analyze(self, photo):
+            self.sizes.append(photo.shape[:2])
+            return [] if photo.shape[1] == 320 else [FakeFace(photo.shape[1])]
+
+    analyzer = Fake()
+    sweep = photo_sweep(analyzer, np.zeros((400, 600, 3), np.uint8), widths=(320, 640), crops=(0.0, 0.1))
+    assert sweep["variants"] == 4 and sweep["found"] == 2
+    assert analyzer.sizes == [(213, 320), (427, 640), (213, 320), (427, 640)]
+    assert sweep["p_female_sd"] == 0.0 and sweep["age_min"] == pytest.approx(36.4)

@@ -2,6 +2,7 @@
 
     python -m training.robustness --model model/facelens_mobilenetv2_128.keras \
         --source utkface=../shared/data/utkface/UTKFace --source celeba=../shared/data/celeba --split val
+    python -m training.robustness --photo sample   # one photo, resized and cropped, through the analyzer
 
 Two studies on prepared (detected + aligned) faces of a split:
 
@@ -94,6 +95,40 @@ def degraded_reports(model, faces: np.ndarray, labels: dict[str, np.ndarray], fl
     }
 
 
+def photo_sweep(analyzer, photo: np.ndarray, widths: tuple[int, ...] = (320, 480, 640, 800, 1024),
+                crops: tuple[float, ...] = (0.0, 0.03, 0.06, 0.1)) -> dict:
+    """One photo resized to several widths and cropped by a few percent on each side,
+    each run through the whole analyzer: how far do the biggest face's answers swing?"""
+    rows = []
+    h, w = photo.shape[:2]
+    for crop in crops:
+        dy, dx = int(round(h * crop)), int(round(w * crop))
+        cropped = photo[dy : h - dy, dx : w - dx]
+        for width in widths:
+            height = int(round(cropped.shape[0] * width / cropped.shape[1]))
+            interp = cv2.INTER_AREA if width < cropped.shape[1] else cv2.INTER_LINEAR
+            faces = analyzer.analyze(cv2.resize(cropped, (width, height), interpolation=interp))
+            if not faces:
+                rows.append({"crop": crop, "width": width, "found": False})
+                continue
+            face = max(faces, key=lambda f: f.box[2] * f.box[3])
+            rows.append({"crop": crop, "width": width, "found": True, "age": round(face.age, 2),
+                         "p_female": round(face.gender_probabilities["female"], 4)})
+    found = [r for r in rows if r["found"]]
+    p = np.array([r["p_female"] for r in found])
+    ages = np.array([r["age"] for r in found])
+    return {
+        "variants": len(rows),
+        "found": len(found),
+        "p_female_min": round(float(p.min()), 4) if len(p) else None,
+        "p_female_max": round(float(p.max()), 4) if len(p) else None,
+        "p_female_sd": round(float(p.std()), 4) if len(p) else None,
+        "age_min": round(float(ages.min()), 2) if len(ages) else None,
+        "age_max": round(float(ages.max()), 2) if len(ages) else None,
+        "rows": rows,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     from model import settings
     from model.architecture import load_model
@@ -102,7 +137,10 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", action="append", default=None, help="model file(s) (default: the shipped model)")
-    p.add_argument("--source", action="append", required=True, type=SourceSpec.parse,
+    p.add_argument("--photo", default=None,
+                   help="instead: sweep one photo's size and framing through the whole analyzer "
+                        "('sample' = the app's sample portrait)")
+    p.add_argument("--source", action="append", default=[], type=SourceSpec.parse,
                    help="name=path[,group=...][,split=...] as given to training.prepare")
     p.add_argument("--prepared-dir", default="runs/prepared")
     p.add_argument("--split", default="val", choices=("train", "val", "test"))
@@ -113,6 +151,24 @@ def main(argv: list[str] | None = None) -> int:
 
     models = args.model or [str(settings.model_path())]
     report: dict = {}
+    if args.photo:
+        from model.analyzer import FaceAnalyzer
+        from model.image_io import load_image
+
+        if args.photo == "sample":
+            from skimage import data
+
+            photo = data.astronaut()
+        else:
+            photo = load_image(args.photo)
+        for model_file in models:
+            sweep = photo_sweep(FaceAnalyzer(model_file, flip_tta=False if args.no_tta else None), photo)
+            report[model_file] = sweep
+            print(f"{model_file}: " + json.dumps({k: v for k, v in sweep.items() if k != "rows"}), file=sys.stderr)
+        print(json.dumps(report))
+        return 0
+    if not args.source:
+        p.error("give --source (prepared faces) or --photo")
     for model_file in models:
         model = load_model(model_file)
         predictor = Predictor(model, flip_tta=not args.no_tta)
