@@ -1,7 +1,7 @@
 """Image intake: anything a user can upload -> an HxWx3 uint8 RGB array, or a clear error.
 
 Accepts a path, bytes, a binary file object (e.g. a Streamlit upload), a PIL image
-or a numpy array. Sizes are checked from the header before any pixel is decoded,
+or a numpy array, in any of :data:`IMAGE_FORMATS` (HEIC/HEIF through pillow-heif). Sizes are checked from the header before any pixel is decoded,
 so a decompression bomb is refused cheaply. EXIF orientation is applied (phones
 store portraits sideways), and every mode a photo comes in — grayscale, RGBA,
 palette, CMYK, 16-bit — becomes RGB. Nothing is written to disk or logged.
@@ -21,6 +21,23 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from model.settings import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, MAX_UPLOAD_MB
 
 ImageSource = str | Path | bytes | bytearray | memoryview | IO[bytes] | Image.Image | np.ndarray
+
+#: The one list of image formats the app's uploader, the API and the CLI accept (file
+#: suffixes, lower case, without the dot). HEIC/HEIF is the iPhone's default.
+IMAGE_FORMATS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "heic", "heif")
+
+
+def _register_heif() -> bool:
+    """Teach Pillow to read HEIC/HEIF (pillow-heif, a requirement); False when it is missing."""
+    try:
+        import pillow_heif
+    except ImportError:  # pragma: no cover - pillow-heif is in requirements.txt
+        return False
+    pillow_heif.register_heif_opener()
+    return True
+
+
+HEIF_SUPPORTED: bool = _register_heif()
 
 
 class ImageError(ValueError):

@@ -16,8 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from model.image_io import IMAGE_FORMATS
+
 #: File suffixes picked up when a folder is given.
-IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+IMAGE_SUFFIXES: tuple[str, ...] = tuple(f".{fmt}" for fmt in IMAGE_FORMATS)
 #: Keys of a face in ``--json`` output.
 JSON_FACE_KEYS: tuple[str, ...] = (
     "box",

@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from model import settings
+from model import image_io, settings
 from model.labels import ETHNICITY_DISPLAY
 from model.settings import GENDER_UNSURE_BELOW
 
 #: File types the uploader accepts (lower case, without the dot).
-UPLOAD_TYPES: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "bmp")
+UPLOAD_TYPES: tuple[str, ...] = image_io.IMAGE_FORMATS
 MAX_UPLOAD_BYTES: int = settings.MAX_UPLOAD_MB * 1024 * 1024
 SAMPLE_NAME: str = "sample_astronaut.png"
 #: Longest side of photos shown in the browser.

@@ -163,3 +163,34 @@ def test_downscale_keeps_aspect_and_reports_factor():
     assert small.shape == (150, 500, 3) and factor == pytest.approx(0.5)
     same, one = downscale(img, 1000)
     assert same is img and one == 1.0
+
+
+def test_heic_photos_decode_with_exif_orientation_applied():
+    """iPhone photos: HEIC (pillow-heif) decodes to RGB, and a rotated phone photo is turned upright."""
+    from model.image_io import HEIF_SUPPORTED, IMAGE_FORMATS
+
+    assert HEIF_SUPPORTED and {"heic", "heif"} <= set(IMAGE_FORMATS)
+    pattern = _pattern(40, 60)
+    data = _encode(Image.fromarray(pattern), "HEIF", quality=95)
+    assert data[4:12] == b"ftypheic"
+    rgb = load_image(data)
+    assert rgb.shape == (40, 60, 3) and rgb.dtype == np.uint8
+    assert np.abs(rgb.astype(int) - pattern).mean() < 8  # lossy, but the same picture
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display", as phones store portraits
+    rotated = load_image(_encode(Image.fromarray(pattern), "HEIF", quality=95, exif=exif.tobytes()))
+    assert rotated.shape == (60, 40, 3)
+    with pytest.raises(ImageError, match="truncated|damaged|not an image"):  # a clear message, not a traceback
+        load_image(data[: len(data) // 3])
+
+
+def test_one_format_list_for_uploader_and_cli(tmp_path):
+    from model import service
+    from model.image_io import IMAGE_FORMATS
+    from model.predict import IMAGE_SUFFIXES, collect_paths
+
+    assert service.UPLOAD_TYPES == IMAGE_FORMATS
+    assert IMAGE_SUFFIXES == tuple(f".{f}" for f in IMAGE_FORMATS)
+    for name in ("a.HEIC", "b.heif", "c.gif", "d.tiff", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in collect_paths([str(tmp_path)])] == ["a.HEIC", "b.heif", "c.gif", "d.tiff"]
