@@ -64,7 +64,7 @@ def photo_sources(prefix: str) -> list[tuple[str, bytes]]:
         uploads = st.file_uploader(
             "Upload one or more photos", type=list(service.UPLOAD_TYPES), accept_multiple_files=True,
             key=f"{prefix}_upload", max_upload_size=settings.MAX_UPLOAD_MB,
-            help=f"JPG, PNG, WebP or BMP, up to {settings.MAX_UPLOAD_MB} MB each. "
+            help=f"JPG, PNG, HEIC (iPhone), WebP, BMP, GIF or TIFF, up to {settings.MAX_UPLOAD_MB} MB each. "
             "Photos stay in memory and are never stored.",
         ) or []
     with right:
