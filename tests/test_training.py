@@ -213,3 +213,26 @@ def test_multi_source_training_with_partial_labels_and_ranges(tmp_path, monkeypa
     assert card["data"]["sources"]["gen"]["weight"] == 2.0
     assert card["training"]["machine"].endswith("no GPU") or "GPU" in card["training"]["machine"]
     assert len(card["training"]["history"]) == 3
+
+
+def test_training_stream_draws_new_images_and_augmentations_every_epoch(monkeypatch):
+    """Keras reads the training stream with steps_per_epoch through one iterator; a stream that
+    restarted each epoch would replay the same draws and augmentations (tf.data re-seeds a new
+    iterator's random ops), and the model would memorise them."""
+    import keras
+
+    from training.train import TrainArrays, TrainConfig, make_dataset, sample_weights
+
+    keras.utils.set_random_seed(7)
+    rng = np.random.default_rng(0)
+    n = 40
+    ages = rng.integers(1, 80, n).astype(np.int32)
+    labels = {"age": ages, "age_low": ages, "age_high": ages, "gender": rng.integers(0, 2, n).astype(np.int32),
+              "ethnicity": rng.integers(0, 5, n).astype(np.int32)}
+    arrays = TrainArrays(rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8), labels, np.zeros(n, np.int32), ("a",))
+    cfg = TrainConfig(data_dir="x", batch_size=8, epoch_size=16, input_size=32)
+    ds = make_dataset(arrays, sample_weights(labels, 0.5), cfg, training=True)
+    stream = iter(ds)
+    epoch1 = [next(stream)[0].numpy() for _ in range(2)]
+    epoch2 = [next(stream)[0].numpy() for _ in range(2)]  # an endless stream: no StopIteration
+    assert not any(np.array_equal(a, b) for a, b in zip(epoch1, epoch2))

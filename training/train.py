@@ -257,11 +257,15 @@ def make_dataset(arrays: TrainArrays, weights: dict[str, np.ndarray], cfg: Train
         return x, targets(idx)
 
     if training:
+        # An endless stream, read with steps_per_epoch, so that Keras keeps ONE iterator
+        # for the whole run. A fresh iterator per epoch restarts tf.data's random ops
+        # from the same seed: every epoch would draw the same images with the same
+        # augmentations, and the model memorises them (measured: train age MAE 2.6 vs
+        # validation 5.4 after 6 epochs).
         if probabilities is None:
             probabilities = np.full(len(arrays), 1.0 / len(arrays))
         logits = tf.constant(np.log(np.maximum(probabilities, 1e-30))[None, :], tf.float32)
-        steps = max(1, (cfg.epoch_size or len(arrays)) // cfg.batch_size)
-        ds = tf.data.Dataset.range(steps)
+        ds = tf.data.Dataset.from_tensors(0).repeat()
         ds = ds.map(lambda _: tf.random.categorical(logits, cfg.batch_size, dtype=tf.int32)[0])
     else:
         ds = tf.data.Dataset.range(len(arrays)).batch(cfg.batch_size)
@@ -415,9 +419,12 @@ def run(cfg: TrainConfig) -> dict:
     from training.prepare import SourceSpec
 
     started = time.time()
-    keras.utils.set_random_seed(cfg.seed)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    state_file = run_dir / "state.json"
+    state = json.loads(state_file.read_text()) if cfg.resume and state_file.is_file() else None
+    # A resumed run continues with other draws and augmentations than the first session's.
+    keras.utils.set_random_seed(cfg.seed + 1009 * (state["epochs_done"] if state else 0))
 
     specs = [SourceSpec.parse(text) for text in cfg.sources]
     if specs:
@@ -449,8 +456,6 @@ def run(cfg: TrainConfig) -> dict:
         raise SystemExit(f"fewer training images ({len(train)}) than one batch ({cfg.batch_size})")
 
     strategy = make_strategy(cfg.strategy)
-    state_file = run_dir / "state.json"
-    state = json.loads(state_file.read_text()) if cfg.resume and state_file.is_file() else None
     with strategy.scope():
         if state is not None:
             print(f"resuming from {run_dir / 'last.keras'} ({state})", flush=True)
@@ -471,7 +476,7 @@ def run(cfg: TrainConfig) -> dict:
             elif cfg.imagenet_weights is None:
                 print("warning: no ImageNet weights given; training the backbone from scratch", file=sys.stderr)
 
-    fit_kwargs = dict(validation_data=val_ds, verbose=cfg.verbose)
+    fit_kwargs = dict(validation_data=val_ds, verbose=cfg.verbose, steps_per_epoch=steps)
     prior = float(state.get("minutes", 0.0)) if state else 0.0  # training time of earlier sessions
     if state is None and cfg.init_model and cfg.head_epochs == 0:
         state = {"phase": "heads", "epochs_done": 0}
