@@ -112,11 +112,11 @@ def parse_utkface_name(name: str) -> Labels | None:
     return Labels(age, gender, race)
 
 
-def split_of(digest: str) -> str:
-    """train / val / test from a content hash: deterministic and stable under additions."""
+def split_of(digest: str, fractions: tuple[float, float, float] = SPLIT_FRACTIONS) -> str:
+    """train / val / test from a hex hash: deterministic and stable under additions."""
     position = int(digest[:8], 16) / 0x1_0000_0000
     cumulative = 0.0
-    for split, fraction in zip(SPLITS, SPLIT_FRACTIONS):
+    for split, fraction in zip(SPLITS, fractions):
         cumulative += fraction
         if position < cumulative:
             return split

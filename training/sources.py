@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from model.labels import AGE_MAX, ETHNICITIES, GENDERS
-from training.data import SPLIT_FRACTIONS, SPLITS, index_dataset
+from training.data import SPLIT_FRACTIONS, SPLITS, index_dataset, split_of
 
 #: Label names accepted for gender (lower-cased); codes 0/1 follow UTKFace.
 GENDER_ALIASES: dict[str, int] = {
@@ -89,13 +89,7 @@ class SourceReport:
 
 def split_of_group(group: str, fractions: tuple[float, float, float] = SPLIT_FRACTIONS) -> str:
     """train / val / test from a hash of the group key (stable, deterministic)."""
-    position = int(hashlib.sha1(group.encode()).hexdigest()[:8], 16) / 0x1_0000_0000
-    cumulative = 0.0
-    for split, fraction in zip(SPLITS, fractions):
-        cumulative += fraction
-        if position < cumulative:
-            return split
-    return SPLITS[-1]
+    return split_of(hashlib.sha1(group.encode()).hexdigest(), fractions)
 
 
 def parse_gender(text: str | None) -> int | None:
