@@ -11,7 +11,7 @@ import streamlit as st
 from model import ui
 
 st.set_page_config(page_title="facelens", page_icon=":material/face:", layout="wide",
-                   menu_items={"About": "facelens: a MobileNetV2 with three heads trained on UTKFace."})
+                   menu_items={"About": "facelens: a MobileNetV2 with three heads trained on UTKFace, CelebA and East Asian adults."})
 
 pages = [
     st.Page("pages/analyze.py", title="Analyze", icon=":material/photo_camera:", url_path="analyze", default=True),

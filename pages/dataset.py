@@ -7,8 +7,9 @@ from training import explorer, explorer_ui
 
 ui.page_header(
     "Dataset explorer",
-    "The model learned from UTKFace: about 20,000 face crops labelled with age, gender and one of five coarse "
-    "ethnicity categories. Imbalances here become accuracy gaps on the Model page.",
+    "The model learned mostly from UTKFace: about 20,000 face crops labelled with age, gender and one of five "
+    "coarse ethnicity categories (plus CelebA photos for gender and East Asian adults for age). Imbalances here "
+    "become accuracy gaps on the Model page.",
 )
 card = service.load_model_card()
 with st.sidebar:

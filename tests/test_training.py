@@ -213,6 +213,32 @@ def test_multi_source_training_with_partial_labels_and_ranges(tmp_path, monkeypa
     assert card["data"]["sources"]["gen"]["weight"] == 2.0
     assert card["training"]["machine"].endswith("no GPU") or "GPU" in card["training"]["machine"]
     assert len(card["training"]["history"]) == 3
+    # A soup of the run's checkpoints, exported with a full card and no training.
+    from training.soup import main as soup_main
+
+    soup = tmp_path / "soup.keras"
+    assert soup_main(["--model", str(tmp_path / "run" / "best.keras"), "--model", str(tmp_path / "run" / "last.keras"),
+                      "--output", str(soup)]) == 0
+    out2 = tmp_path / "model2" / "m.keras"
+    assert main([*common, "--epochs", "2", "--export-from", str(soup), "--output", str(out2)]) == 0
+    card2 = json.loads((out2.parent / "model_card.json").read_text())
+    assert card2["weights"] == str(soup) and set(card2["evaluations"]) == {"gen", "rng"}
+    assert len(card2["training"]["history"]) == 3  # nothing more was trained
+
+
+def test_average_weights_mixes_tensors_and_refuses_mismatches():
+    from training.soup import average_weights
+
+    a = [np.zeros((2, 2), np.float32), np.ones(3, np.float32)]
+    b = [np.ones((2, 2), np.float32), np.full(3, 3.0, np.float32)]
+    mixed = average_weights([a, b], [0.25, 0.75])
+    np.testing.assert_allclose(mixed[0], 0.75)
+    np.testing.assert_allclose(mixed[1], 2.5)
+    assert mixed[0].dtype == np.float32
+    with pytest.raises(ValueError, match="sum to 1"):
+        average_weights([a, b], [0.5, 0.6])
+    with pytest.raises(ValueError, match="architecture"):
+        average_weights([a, [np.zeros((3, 2))] + b[1:]], [0.5, 0.5])
 
 
 def test_training_stream_draws_new_images_and_augmentations_every_epoch(monkeypatch):

@@ -114,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--data-dir", help="folder of UTKFace-style crops or a Kaggle CSV")
-    what.add_argument("--photos", help="labelled folder of whole photos, run through the whole analyzer")
+    what.add_argument("--photos", help="labelled folder of whole photos, run through the whole analyzer "
+                                       "([NAME=]PATH[,group=age][,split=a/b/c] as for training sources; "
+                                       "the training NAME gives the training split)")
     what.add_argument("--source", action="append", type=_spec,
                       help="name=path[,...] as given to training.prepare: score its prepared (aligned) faces")
     p.add_argument("--prepared-dir", default="runs/prepared", help="--source: training.prepare's output folder")
@@ -182,10 +184,13 @@ def _evaluate_prepared(args, model_file: Path) -> int:
 def _evaluate_photos(args, model_file: Path) -> int:
     from model.analyzer import FaceAnalyzer
     from training.photo_eval import analyze_records, photo_report
-    from training.sources import read_source
+    from training.prepare import SourceSpec
 
     try:
-        records, read = read_source(args.photos)
+        # [NAME=]PATH[,group=age][,split=50/50/0], as for training sources: the split hashes the
+        # source name with each identity, so give the training name to score its held-out part.
+        first = args.photos.split(",", 1)[0]
+        records, read = SourceSpec.parse(args.photos if "=" in first else f"photos={args.photos}").read()
         analyzer = FaceAnalyzer(model_file, flip_tta=False if args.no_tta else None)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

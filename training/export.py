@@ -17,8 +17,9 @@ from model.labels import AGE_GROUP_NAMES, ETHNICITIES, GENDERS
 from model.settings import UTKFACE_CROP_SIZE
 
 LICENCE_NOTE = (
-    "Trained on UTKFace, which is available for non-commercial research purposes only. "
-    "The model inherits that restriction."
+    "Trained on UTKFace and CelebA, both available for non-commercial research purposes only, and on "
+    "photos of East Asian public figures collected by others (no licence stated; research use only). "
+    "The model inherits those restrictions."
 )
 
 
@@ -76,11 +77,13 @@ def evaluate_by_source(model, arrays, flip_tta: bool) -> dict[str, dict]:
     return out
 
 
-def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes: float) -> dict:
+def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes: float,
+                 weights_from: Path | None = None) -> dict:
     """Save the best checkpoint as ``cfg.output``; evaluate it per source and split; write the card.
 
     Flip averaging is chosen on the validation split only (age MAE of the first
     source, UTKFace in the shipped recipe); the test split is evaluated once.
+    ``weights_from`` exports another model than the run's best checkpoint (a soup of them).
     """
     import keras
 
@@ -88,7 +91,7 @@ def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes:
     from model.inference import Predictor
     from training.robustness import degraded_reports, jitter_spread
 
-    best = keras.saving.load_model(run_dir / "best.keras", compile=False)
+    best = keras.saving.load_model(weights_from or run_dir / "best.keras", compile=False)
     model = build_model(cfg.input_size)
     model.set_weights(best.get_weights())
     output = Path(cfg.output)
@@ -124,6 +127,7 @@ def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes:
         },
         "labels": {"gender": list(GENDERS), "ethnicity": list(ETHNICITIES), "age_groups": list(AGE_GROUP_NAMES)},
         "flip_tta": flip_tta,
+        "weights": str(weights_from) if weights_from else "best checkpoint by validation loss",
         "data": summary,
         "splits": summary["splits"],
         "validation_metrics": {"flip_tta": val_tta[first], "plain": val_plain[first]},

@@ -44,6 +44,7 @@ class TrainConfig:
     sources: list[str] = field(default_factory=list)
     prepared_dir: str = "runs/prepared"
     init_model: str | None = None
+    export_from: str | None = None
     epoch_size: int | None = None
     augment: str = "real_photos"
     age_weight_power: float = 0.7
@@ -95,6 +96,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--prepared-dir", default=defaults.prepared_dir, help="training.prepare's output folder")
     p.add_argument("--init-model", default=None,
                    help="start from this trained .keras model (skips the head phase unless --head-epochs > 0)")
+    p.add_argument("--export-from", default=None,
+                   help="train nothing: export this model (e.g. a training.soup of checkpoints) with a full "
+                        "model card, evaluated on the same sources and splits")
     p.add_argument("--epoch-size", type=int, default=None, help="training draws per epoch (default: training images)")
     p.add_argument("--augment", choices=("basic", "real_photos"), default=defaults.augment,
                    help="real_photos adds low resolution, blur, JPEG, colour casts, hard light, occlusion")
@@ -454,6 +458,16 @@ def run(cfg: TrainConfig) -> dict:
     steps = (cfg.epoch_size or len(train)) // cfg.batch_size
     if steps == 0:
         raise SystemExit(f"fewer training images ({len(train)}) than one batch ({cfg.batch_size})")
+
+    if cfg.export_from:
+        if not cfg.output:
+            raise SystemExit("--export-from needs --output")
+        from training.export import export_model
+
+        done = json.loads(state_file.read_text()) if state_file.is_file() else {}
+        minutes = float(done.get("minutes", 0.0))  # the run's own training time
+        return {"config": asdict(cfg), "train_minutes": minutes, "summary": summary,
+                **export_model(run_dir, cfg, arrays, summary, minutes, weights_from=Path(cfg.export_from))}
 
     strategy = make_strategy(cfg.strategy)
     with strategy.scope():
