@@ -231,7 +231,8 @@ def evaluations_table(card: dict) -> pd.DataFrame:
         row(label, "test", entry.get("test"))
         for kind, report in (entry.get("test_degraded") or {}).items():
             row(f"{label}, {DEGRADATION_NAMES.get(kind, kind)}", "test", report)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    return frame.loc[:, frame.notna().any()] if len(frame) else frame  # drop figures no set has
 
 
 def jitter_table(card: dict) -> pd.DataFrame:
