@@ -266,17 +266,28 @@ def read_utkface(source_path: str | Path, source: str = "utkface") -> tuple[list
     return records, report
 
 
-def read_source(path: str | Path, source: str | None = None, **options) -> tuple[list[FaceRecord], SourceReport]:
-    """Whichever layout ``path`` is: a ``labels.csv`` folder, a FairFace CSV, a Kaggle
-    CSV or a UTKFace folder."""
+def source_kind(path: str | Path) -> str:
+    """'labels.csv', 'fairface' or 'utkface' (UTKFace names or the Kaggle CSV), from the layout alone."""
     path = Path(path)
     if path.is_dir() and (path / "labels.csv").is_file():
-        return read_labels_csv(path, source, **options)
+        return "labels.csv"
     if path.is_file() and path.suffix.lower() == ".csv":
         with path.open(newline="") as handle:
             header = next(csv.reader(handle), [])
         if "race" in header and "file" in header:
-            return read_fairface_csv(path, source or "fairface", options.get("fractions", SPLIT_FRACTIONS))
+            return "fairface"
+    return "utkface"
+
+
+def read_source(path: str | Path, source: str | None = None, **options) -> tuple[list[FaceRecord], SourceReport]:
+    """Whichever layout ``path`` is: a ``labels.csv`` folder, a FairFace CSV, a Kaggle
+    CSV or a UTKFace folder."""
+    path = Path(path)
+    kind = source_kind(path)
+    if kind == "labels.csv":
+        return read_labels_csv(path, source, **options)
+    if kind == "fairface":
+        return read_fairface_csv(path, source or "fairface", options.get("fractions", SPLIT_FRACTIONS))
     return read_utkface(path, source or path.name.lower())
 
 

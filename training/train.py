@@ -380,7 +380,7 @@ def arrays_from_samples(samples, cfg: TrainConfig, desc: str) -> TrainArrays:
 def arrays_from_prepared(specs, cfg: TrainConfig) -> tuple[dict[str, TrainArrays], dict]:
     """Per split, every source's aligned faces (from training.prepare) stacked together."""
     from training.prepare import load_prepared
-    from training.sources import describe, label_arrays
+    from training.sources import describe, label_arrays, source_kind
 
     names = tuple(spec.name for spec in specs)
     parts: dict[str, list] = {split: [] for split in ("train", "val", "test")}
@@ -404,7 +404,7 @@ def arrays_from_prepared(specs, cfg: TrainConfig) -> tuple[dict[str, TrainArrays
             np.concatenate([a.source for a in items]), names)
     # The data summary the Dataset explorer draws is UTKFace's (the one source with every
     # label); the other sources are listed with their label counts.
-    utkface = [spec for spec in specs if spec.read()[1].kind == "utkface"]
+    utkface = [spec for spec in specs if source_kind(spec.path) == "utkface"]
     if utkface:
         from training.data import index_dataset
         from training.summary import summarize
