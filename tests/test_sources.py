@@ -153,6 +153,10 @@ def test_prepare_aligns_once_counts_failures_and_resumes(tmp_path):
     records, faces = load_prepared(spec, tmp_path / "out", input_size=64)
     assert faces.shape == (3, 64, 64, 3) and faces.dtype == np.uint8 and faces.std() > 10
     assert [r.name for r in records] == ["images/0.jpg", "images/1.jpg", "images/2.jpg"]
+    for split in ("train", "val", "test"):
+        part, part_faces = load_prepared(spec, tmp_path / "out", input_size=64, split=split)
+        assert [r.name for r in part] == [r.name for r in records if r.split == split]
+        assert len(part_faces) == len(part)
 
     class Exploding:
         def detect(self, photo):

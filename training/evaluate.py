@@ -168,12 +168,11 @@ def _evaluate_prepared(args, model_file: Path) -> int:
     model = load_model(model_file)
     report: dict = {"model": str(model_file), "split": args.split, "flip_tta": not args.no_tta, "sources": {}}
     for spec in args.source:
-        records, faces = load_prepared(spec, Path(args.prepared_dir))
-        keep = np.array([args.split == "all" or r.split == args.split for r in records], bool)
-        labels = label_arrays([r for r, k in zip(records, keep) if k])
-        entry = evaluate_faces(model, faces[keep], labels, flip_tta=not args.no_tta)
-        if args.degraded and keep.any():
-            entry["degraded"] = degraded_reports(model, faces[keep], labels, flip_tta=not args.no_tta)
+        records, faces = load_prepared(spec, Path(args.prepared_dir), split=args.split)
+        labels = label_arrays(records)
+        entry = evaluate_faces(model, faces, labels, flip_tta=not args.no_tta)
+        if args.degraded and len(faces):
+            entry["degraded"] = degraded_reports(model, faces, labels, flip_tta=not args.no_tta)
         report["sources"][spec.name] = entry
     print(json.dumps(report))
     if args.json_out:

@@ -56,13 +56,6 @@ def machine_description() -> str:
     return f"{os.cpu_count()} CPU cores ({platform.machine()}), {accel}"
 
 
-def _subset(arrays, mask):
-    from training.train import TrainArrays
-
-    return TrainArrays(arrays.images[mask], {k: v[mask] for k, v in arrays.labels.items()},
-                       arrays.source[mask], arrays.names)
-
-
 def evaluate_by_source(model, arrays, flip_tta: bool) -> dict[str, dict]:
     """Partial-label metrics per source of one split (training.train.TrainArrays)."""
     from model.inference import Predictor
@@ -71,7 +64,7 @@ def evaluate_by_source(model, arrays, flip_tta: bool) -> dict[str, dict]:
     predictor = Predictor(model, flip_tta=flip_tta)
     out = {}
     for code, name in enumerate(arrays.names):
-        part = _subset(arrays, arrays.source == code)
+        part = arrays.subset(arrays.source == code)
         if len(part):
             out[name] = evaluate_faces(model, part.images, part.labels, predictor=predictor)
     return out
@@ -106,7 +99,7 @@ def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes:
     test = evaluate_by_source(model, arrays["test"], flip_tta=flip_tta)
     val = val_tta if flip_tta else val_plain
     evaluations = {name: {"val": val.get(name), "test": test.get(name)} for name in names}
-    first_test = _subset(arrays["test"], arrays["test"].source == 0)
+    first_test = arrays["test"].subset(arrays["test"].source == 0)
     if len(first_test):
         evaluations[first]["test_degraded"] = degraded_reports(model, first_test.images, first_test.labels, flip_tta)
     predictor = Predictor(model, flip_tta=flip_tta)

@@ -203,8 +203,10 @@ def _save_chunk(path: Path, result: dict) -> None:
     tmp.replace(path)
 
 
-def load_prepared(spec: SourceSpec, out_dir: Path, input_size: int = 128) -> tuple[list[FaceRecord], np.ndarray]:
-    """(records whose face aligned, their faces) from a finished :func:`prepare_source`."""
+def load_prepared(spec: SourceSpec, out_dir: Path, input_size: int = 128,
+                  split: str | None = None) -> tuple[list[FaceRecord], np.ndarray]:
+    """(records whose face aligned, their faces) from a finished :func:`prepare_source`;
+    only one split's when ``split`` is train / val / test."""
     records, _ = spec.read()
     folder = out_dir / spec.name
     chunks = [records[i : i + CHUNK] for i in range(0, len(records), CHUNK)]
@@ -219,6 +221,9 @@ def load_prepared(spec: SourceSpec, out_dir: Path, input_size: int = 128) -> tup
             faces.append(data["faces"][ok])
         kept.extend(r for r, good in zip(chunk, ok) if good)
     stacked = np.concatenate(faces) if faces else np.zeros((0, input_size, input_size, 3), np.uint8)
+    if split not in (None, "all"):
+        here = np.array([r.split == split for r in kept], bool)
+        return [r for r, k in zip(kept, here) if k], stacked[here]
     return kept, stacked
 
 

@@ -174,12 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         predictor = Predictor(model, flip_tta=not args.no_tta)
         per_source = {}
         for spec in args.source:
-            records, faces = load_prepared(spec, Path(args.prepared_dir))
-            here = np.array([r.split == args.split for r in records], bool)
-            if not here.any():
+            _, faces = load_prepared(spec, Path(args.prepared_dir), split=args.split)
+            if not len(faces):
                 continue
             rng = np.random.default_rng(0)
-            pick = np.sort(rng.choice(np.flatnonzero(here), size=min(args.limit, int(here.sum())), replace=False))
+            pick = np.sort(rng.choice(len(faces), size=min(args.limit, len(faces)), replace=False))
             per_source[spec.name] = jitter_spread(predictor, faces[pick], views=args.views)
         report[model_file] = per_source
         print(f"{model_file}: {json.dumps(per_source)}", file=sys.stderr)

@@ -192,6 +192,10 @@ class TrainArrays:
     def __len__(self) -> int:
         return len(self.images)
 
+    def subset(self, mask: np.ndarray) -> TrainArrays:
+        return TrainArrays(self.images[mask], {k: v[mask] for k, v in self.labels.items()}, self.source[mask],
+                           self.names)
+
 
 def sampling_probabilities(source: np.ndarray, source_weights: list[float]) -> np.ndarray:
     """Draw probability per image: its source's weight (1 = as often as any other image)."""
@@ -391,11 +395,9 @@ def arrays_from_prepared(specs, cfg: TrainConfig) -> tuple[dict[str, TrainArrays
             records, faces = records[: cfg.limit], faces[: cfg.limit]
         summary["sources"][spec.name] = {**describe(records), "weight": spec.weight, "path": spec.path}
         splits = np.array([r.split for r in records])
-        labels = label_arrays(records)
+        whole = TrainArrays(faces, label_arrays(records), np.full(len(records), code, np.int32), names)
         for split in parts:
-            here = splits == split
-            parts[split].append(TrainArrays(faces[here], {k: v[here] for k, v in labels.items()},
-                                            np.full(int(here.sum()), code, np.int32), names))
+            parts[split].append(whole.subset(splits == split))
     out = {}
     for split, items in parts.items():
         out[split] = TrainArrays(
