@@ -201,8 +201,8 @@ def test_multi_source_training_with_partial_labels_and_ranges(tmp_path, monkeypa
     out = tmp_path / "model" / "m.keras"
     common = ["--source", specs[0], "--source", specs[1], "--prepared-dir", str(tmp_path / "prep"),
               "--run-dir", str(tmp_path / "run"), "--input-size", "48", "--batch-size", "16", "--head-epochs", "1",
-              "--epoch-size", "32", "--verbose", "0"]
-    assert main([*common, "--epochs", "1"]) == 0
+              "--epoch-size", "32", "--verbose", "0", "--consistency", "2"]
+    assert main([*common, "--epochs", "1"]) == 0  # resuming reloads the paired losses too
     assert main([*common, "--epochs", "2", "--resume", "--output", str(out)]) == 0
     card = json.loads((out.parent / "model_card.json").read_text())
     assert set(card["evaluations"]) == {"gen", "rng"}
@@ -262,3 +262,51 @@ def test_training_stream_draws_new_images_and_augmentations_every_epoch(monkeypa
     epoch1 = [next(stream)[0].numpy() for _ in range(2)]
     epoch2 = [next(stream)[0].numpy() for _ in range(2)]  # an endless stream: no StopIteration
     assert not any(np.array_equal(a, b) for a, b in zip(epoch1, epoch2))
+
+
+def test_pair_divergence_is_zero_for_agreeing_views_and_grows_with_disagreement():
+    from keras import ops
+
+    from training.losses import PairConsistentLoss, pair_divergence
+
+    same = np.array([[0.2, 0.8], [0.2, 0.8], [0.6, 0.4], [0.6, 0.4]], np.float32)
+    assert np.allclose(ops.convert_to_numpy(pair_divergence(same)), 0.0, atol=1e-6)
+    near = np.array([[0.2, 0.8], [0.3, 0.7], [0.6, 0.4], [0.6, 0.4]], np.float32)
+    far = np.array([[0.2, 0.8], [0.7, 0.3], [0.6, 0.4], [0.6, 0.4]], np.float32)
+    d_near, d_far = (ops.convert_to_numpy(pair_divergence(x)) for x in (near, far))
+    assert d_near[0] == d_near[1] > 0 and d_near[2] == d_near[3] == 0  # each pair's value on both rows
+    assert d_far[0] > 5 * d_near[0]
+    target = np.array([[0.0, 1.0]] * 4, np.float32)
+    loss = PairConsistentLoss("weighted_soft_crossentropy", weight=3.0)
+    plain = PairConsistentLoss("weighted_soft_crossentropy", weight=0.0)
+    assert float(loss(target, far)) == pytest.approx(float(plain(target, far)) + 3.0 * d_far.mean(), rel=1e-5)
+    assert PairConsistentLoss.from_config(loss.get_config()).weight == 3.0
+    with pytest.raises(ValueError, match="unknown base loss"):
+        PairConsistentLoss("mse")
+
+
+def test_consistency_batches_hold_two_views_of_each_face():
+    """Training rows 2i and 2i+1 are one face, augmented twice; validation rows are the face twice as is."""
+    import keras
+
+    from training.train import TrainArrays, TrainConfig, make_dataset, sample_weights
+
+    keras.utils.set_random_seed(3)
+    rng = np.random.default_rng(1)
+    n = 12
+    ages = rng.integers(1, 80, n).astype(np.int32)
+    labels = {"age": ages, "age_low": ages, "age_high": ages, "gender": rng.integers(0, 2, n).astype(np.int32),
+              "ethnicity": rng.integers(0, 5, n).astype(np.int32)}
+    arrays = TrainArrays(rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8), labels, np.zeros(n, np.int32), ("a",))
+    cfg = TrainConfig(data_dir="x", batch_size=8, epoch_size=16, input_size=32, consistency=1.0)
+    x, y = next(iter(make_dataset(arrays, sample_weights(labels, 0.5), cfg, training=True)))
+    x, age = x.numpy(), y["age"].numpy()[:, 0]
+    assert x.shape[0] == 8 and np.array_equal(age[0::2], age[1::2])
+    assert not np.array_equal(x[0], x[1])  # two independent augmentations
+    ones = {k: np.ones(n, np.float32) for k in ("age", "gender", "ethnicity")}
+    batches = list(make_dataset(arrays, ones, cfg, training=False))
+    xv = np.concatenate([b[0].numpy() for b in batches])
+    assert len(xv) == 2 * n and np.array_equal(xv[0::2], xv[1::2])
+    assert np.array_equal(xv[0::2], arrays.images.astype(np.float32))
+    with pytest.raises(ValueError, match="even"):
+        make_dataset(arrays, ones, TrainConfig(data_dir="x", batch_size=7, consistency=1.0), training=False)

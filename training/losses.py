@@ -9,6 +9,10 @@ no per-output sample_weight plumbing:
   distribution), ``-w * mask / len`` for a range (``-log P(age in range)``), zeros
   when there is no age.
 * age: the exact age, or -1 when there is none (masked L1).
+
+With ``--consistency`` the batch holds each face twice, differently augmented, in
+adjacent rows; :class:`PairConsistentLoss` adds the symmetric KL divergence between
+the two views' predictions, so the answer stops moving with framing and light.
 """
 
 from __future__ import annotations
@@ -100,6 +104,43 @@ class MaskedMAE(keras.metrics.Metric):
         self.count.assign(0.0)
 
 
+def pair_divergence(y_pred):
+    """Symmetric KL (Jeffreys) divergence between rows 2i and 2i+1, given to both rows.
+
+    Rows come in pairs of two views of one face; the per-sample value is the pair's
+    divergence, so the batch mean is the mean over pairs. Unlabelled faces count too:
+    agreeing with oneself needs no label.
+    """
+    p = ops.clip(y_pred, _EPS, 1.0)
+    pairs = ops.reshape(p, (-1, 2, ops.shape(p)[-1]))
+    a, b = pairs[:, 0], pairs[:, 1]
+    divergence = ops.sum((a - b) * (ops.log(a) - ops.log(b)), axis=-1)
+    return ops.repeat(divergence, 2, axis=0)
+
+
+_BASE_LOSSES = {"weighted_soft_crossentropy": weighted_soft_crossentropy,
+                "age_distribution_loss": age_distribution_loss}
+
+
+@keras.saving.register_keras_serializable(package="facelens")
+class PairConsistentLoss(keras.losses.Loss):
+    """A head's own loss plus ``weight`` times the disagreement of the two views of each face."""
+
+    def __init__(self, base: str, weight: float = 1.0, name: str | None = None,
+                 reduction: str = "sum_over_batch_size", dtype=None):
+        super().__init__(name=name or f"{base}_paired", reduction=reduction, dtype=dtype)
+        if base not in _BASE_LOSSES:
+            raise ValueError(f"unknown base loss {base!r}; one of {sorted(_BASE_LOSSES)}")
+        self.base = base
+        self.weight = float(weight)
+
+    def call(self, y_true, y_pred):
+        return _BASE_LOSSES[self.base](y_true, y_pred) + self.weight * pair_divergence(y_pred)
+
+    def get_config(self):
+        return {"base": self.base, "weight": self.weight, "name": self.name, "reduction": self.reduction}
+
+
 #: What ``keras.saving.load_model`` needs to reload a training checkpoint.
 CUSTOM_OBJECTS = {
     "weighted_soft_crossentropy": weighted_soft_crossentropy,
@@ -107,4 +148,5 @@ CUSTOM_OBJECTS = {
     "masked_mae": masked_mae,
     "MaskedAccuracy": MaskedAccuracy,
     "MaskedMAE": MaskedMAE,
+    "PairConsistentLoss": PairConsistentLoss,
 }

@@ -48,6 +48,7 @@ class TrainConfig:
     epoch_size: int | None = None
     augment: str = "real_photos"
     age_weight_power: float = 0.7
+    consistency: float = 0.0
     imagenet_weights: str | None = None
     output: str | None = None
     model_card: str | None = None
@@ -111,7 +112,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     for name in ("input_size", "batch_size", "head_epochs", "epochs", "patience", "seed", "verbose"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     for name in ("head_lr", "lr", "min_lr", "warmup_epochs", "weight_decay", "age_loss_weight",
-                 "label_smoothing", "class_weight_power", "age_weight_power", "aug_zoom_min", "aug_zoom_max", "aug_rotation_deg"):
+                 "label_smoothing", "class_weight_power", "age_weight_power", "consistency", "aug_zoom_min", "aug_zoom_max", "aug_rotation_deg"):
         p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
     p.add_argument("--fine-tune-from", default=defaults.fine_tune_from, help="first backbone layer to unfreeze")
     p.add_argument("--schedule", choices=("cosine", "plateau"), default=defaults.schedule)
@@ -208,7 +209,10 @@ def make_dataset(arrays: TrainArrays, weights: dict[str, np.ndarray], cfg: Train
     """tf.data pipeline from cached uint8 faces.
 
     Training draws ``epoch_size`` images per epoch with ``probabilities`` (with
-    replacement: per-source weights); validation walks every image once. Per-head
+    replacement: per-source weights); validation walks every image once. With
+    ``cfg.consistency > 0`` every face appears twice in adjacent rows (training: two
+    independent augmentations; validation: the same face twice, so the consistency
+    term is exactly zero there and validation loss stays comparable). Per-head
     sample weights are folded into the targets (see :mod:`training.losses`): categorical
     cross-entropy with target w * q equals w times the loss with target q, and the
     argmax is unchanged, so each head has its own imbalance weights and an
@@ -258,7 +262,14 @@ def make_dataset(arrays: TrainArrays, weights: dict[str, np.ndarray], cfg: Train
             "ethnicity": onehot("ethnicity", 5),
         }
 
+    paired = cfg.consistency > 0
+    if paired and cfg.batch_size % 2:
+        raise ValueError(f"--consistency needs an even --batch-size, got {cfg.batch_size}")
+    per_batch = cfg.batch_size // 2 if paired else cfg.batch_size
+
     def load(idx):
+        if paired:
+            idx = tf.repeat(idx, 2)
         x = tf.cast(tf.gather(images_t, idx), tf.float32)
         if training:
             x = augment_batch(x, aug)
@@ -274,9 +285,9 @@ def make_dataset(arrays: TrainArrays, weights: dict[str, np.ndarray], cfg: Train
             probabilities = np.full(len(arrays), 1.0 / len(arrays))
         logits = tf.constant(np.log(np.maximum(probabilities, 1e-30))[None, :], tf.float32)
         ds = tf.data.Dataset.from_tensors(0).repeat()
-        ds = ds.map(lambda _: tf.random.categorical(logits, cfg.batch_size, dtype=tf.int32)[0])
+        ds = ds.map(lambda _: tf.random.categorical(logits, per_batch, dtype=tf.int32)[0])
     else:
-        ds = tf.data.Dataset.range(len(arrays)).batch(cfg.batch_size)
+        ds = tf.data.Dataset.range(len(arrays)).batch(per_batch)
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -296,18 +307,24 @@ def compile_model(model, lr: float, cfg: TrainConfig) -> None:
     from training.losses import (
         MaskedAccuracy,
         MaskedMAE,
+        PairConsistentLoss,
         age_distribution_loss,
         masked_mae,
         weighted_soft_crossentropy,
     )
 
+    if cfg.consistency > 0:  # batches hold two views of each face (make_dataset)
+        age_dist_loss = PairConsistentLoss("age_distribution_loss", cfg.consistency)
+        class_loss = PairConsistentLoss("weighted_soft_crossentropy", cfg.consistency)
+    else:
+        age_dist_loss, class_loss = age_distribution_loss, weighted_soft_crossentropy
     model.compile(
         optimizer=make_optimizer(cfg.optimizer, lr, cfg.weight_decay),
         loss={
             "age": masked_mae,
-            "age_dist": age_distribution_loss,
-            "gender": weighted_soft_crossentropy,
-            "ethnicity": weighted_soft_crossentropy,
+            "age_dist": age_dist_loss,
+            "gender": class_loss,
+            "ethnicity": class_loss,
         },
         loss_weights={"age": cfg.age_loss_weight, "age_dist": 1.0, "gender": 1.0, "ethnicity": 1.0},
         metrics={
