@@ -48,6 +48,10 @@ class FaceResult:
     gender_probabilities: dict[str, float]
     face_input: np.ndarray = field(repr=False)  # (128, 128, 3) uint8, exactly what the model saw
     crop_affine: np.ndarray = field(repr=False)  # 2x3 float64: photo (x, y) -> face_input pixel (x, y)
+    # How far the face's features are from the training data's (1 = an ordinary training-like
+    # face; None when the model has no calibration file), and whether that is too far to trust.
+    unfamiliarity: float | None = None
+    unfamiliar: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able public fields (plain Python ints/floats/strings)."""
@@ -64,6 +68,8 @@ class FaceResult:
             "gender_probabilities": {k: float(v) for k, v in self.gender_probabilities.items()},
             "ethnicity": self.ethnicity,
             "ethnicity_probabilities": {k: float(v) for k, v in self.ethnicity_probabilities.items()},
+            "unfamiliarity": None if self.unfamiliarity is None else round(float(self.unfamiliarity), 3),
+            "unfamiliar": bool(self.unfamiliar),
         }
 
 
@@ -118,6 +124,7 @@ class FaceAnalyzer:
         warm_up: bool = True,
     ):
         from model.architecture import load_model
+        from model.calibration import load_for_model
         from model.inference import Predictor
 
         self.model_path: Path | None = None
@@ -131,7 +138,8 @@ class FaceAnalyzer:
         if flip_tta is None:
             flip_tta = card_flip_tta(self.model_path)
         self.model = model
-        self.predictor = Predictor(model, flip_tta=bool(flip_tta))
+        # The read-out corrections stored beside the model file (identity for an injected model).
+        self.predictor = Predictor(model, flip_tta=bool(flip_tta), calibration=load_for_model(self.model_path))
         self.input_size = self.predictor.input_size
         self.detector = detector if detector is not None else FaceDetector()
         #: Seconds per stage of the latest :meth:`analyze` call (decode, detect, align, model, total).
@@ -204,8 +212,7 @@ class FaceAnalyzer:
             }
             return results
 
-    @staticmethod
-    def _result(i: int, det: Detection, face, outputs, height: int, width: int) -> FaceResult:
+    def _result(self, i: int, det: Detection, face, outputs, height: int, width: int) -> FaceResult:
         gender_p = {name: float(p) for name, p in zip(GENDERS, outputs.gender[i], strict=True)}
         eth_p = {name: float(p) for name, p in zip(ETHNICITIES, outputs.ethnicity[i], strict=True)}
         gender = max(gender_p, key=gender_p.__getitem__)
@@ -227,7 +234,14 @@ class FaceAnalyzer:
             gender_probabilities=gender_p,
             face_input=face.face_input,
             crop_affine=face.crop_affine,
+            **self._familiarity(outputs, i),
         )
+
+    def _familiarity(self, outputs, i: int) -> dict[str, Any]:
+        u = None if outputs.unfamiliarity is None else float(outputs.unfamiliarity[i])
+        if u is None or not np.isfinite(u):
+            return {"unfamiliarity": None, "unfamiliar": False}
+        return {"unfamiliarity": u, "unfamiliar": self.predictor.calibration.is_unfamiliar(u)}
 
     def explain(
         self,

@@ -2,7 +2,9 @@
 
 ``model.predict`` costs ~80 ms of overhead per call; a ``tf.function`` with a fixed
 signature costs ~10 ms, and all faces of a photo share one call. Optional
-horizontal-flip test-time averaging runs both views in the same call.
+horizontal-flip test-time averaging runs both views in the same call. The same call
+returns the pooled backbone features, from which :mod:`model.calibration` measures
+how unfamiliar a face is and corrects the read-out.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ import numpy as np
 import tensorflow as tf
 
 from model.architecture import OUTPUT_NAMES
-from model.postprocess import age_intervals, expected_age
+from model.calibration import Calibration
+
+#: The layer whose output is the face's feature vector (see model.architecture).
+FEATURE_LAYER = "pool"
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,7 @@ class HeadOutputs:
     age_dist: np.ndarray  # (N, K)
     gender: np.ndarray  # (N, 2) probabilities over labels.GENDERS
     ethnicity: np.ndarray  # (N, 5) probabilities over labels.ETHNICITIES
+    unfamiliarity: np.ndarray | None = None  # (N,) 1 = an ordinary training-like face; NaN = not measured
 
     def __len__(self) -> int:
         return len(self.age)
@@ -34,11 +40,19 @@ class HeadOutputs:
 class Predictor:
     """Wrap a facelens model in a compiled batched call."""
 
-    def __init__(self, model: keras.Model, flip_tta: bool = True, batch_size: int = 64):
+    def __init__(self, model: keras.Model, flip_tta: bool = True, batch_size: int = 64,
+                 calibration: Calibration | None = None):
         self.model = model
         self.flip_tta = flip_tta
         self.batch_size = batch_size
+        self.calibration = calibration or Calibration()
         self.input_size = int(model.input_shape[1])
+        names = {layer.name for layer in model.layers}
+        self._names = list(OUTPUT_NAMES)
+        self._net = model
+        if FEATURE_LAYER in names:  # one graph, one more output: the features cost nothing extra
+            self._net = keras.Model(model.inputs, [*model.outputs, model.get_layer(FEATURE_LAYER).output])
+            self._names.append("features")
         spec = tf.TensorSpec((None, self.input_size, self.input_size, 3), tf.float32)
         self._call = tf.function(self._forward, input_signature=[spec], reduce_retracing=True)
 
@@ -46,33 +60,33 @@ class Predictor:
         if self.flip_tta:
             n = tf.shape(images)[0]
             both = tf.concat([images, tf.reverse(images, axis=[2])], axis=0)
-            outs = self.model(both, training=False)
-            return {name: (o[:n] + o[n:]) / 2.0 for name, o in zip(OUTPUT_NAMES, outs)}
-        outs = self.model(images, training=False)
-        return dict(zip(OUTPUT_NAMES, outs))
+            outs = self._net(both, training=False)
+            return {name: (o[:n] + o[n:]) / 2.0 for name, o in zip(self._names, outs)}
+        outs = self._net(images, training=False)
+        return dict(zip(self._names, outs))
 
     def raw(self, faces: np.ndarray) -> dict[str, np.ndarray]:
         """(N, S, S, 3) uint8 prepared faces -> raw outputs by name (numpy)."""
         faces = np.asarray(faces)
         if faces.ndim != 4 or faces.shape[1:] != (self.input_size, self.input_size, 3):
             raise ValueError(f"expected (N, {self.input_size}, {self.input_size}, 3) faces, got {faces.shape}")
-        chunks: dict[str, list[np.ndarray]] = {name: [] for name in OUTPUT_NAMES}
+        chunks: dict[str, list[np.ndarray]] = {name: [] for name in self._names}
         for start in range(0, len(faces), self.batch_size):
             batch = tf.convert_to_tensor(faces[start : start + self.batch_size], tf.float32)
             for name, value in self._call(batch).items():
                 chunks[name].append(value.numpy())
         if not len(faces):
-            return {"age": np.zeros((0, 1)), "age_dist": np.zeros((0, self.model.outputs[1].shape[-1])),
-                    "gender": np.zeros((0, 2)), "ethnicity": np.zeros((0, 5))}
+            shapes = {"age": 1, "age_dist": self.model.outputs[1].shape[-1], "gender": 2, "ethnicity": 5,
+                      "features": self._net.outputs[-1].shape[-1]}
+            return {name: np.zeros((0, shapes[name])) for name in self._names}
         return {name: np.concatenate(parts) for name, parts in chunks.items()}
 
     def __call__(self, faces: np.ndarray) -> HeadOutputs:
-        raw = self.raw(faces)
-        dist = raw["age_dist"]
-        return HeadOutputs(
-            age=expected_age(dist) if len(dist) else np.zeros(0),
-            age_interval=age_intervals(dist) if len(dist) else np.zeros((0, 2)),
-            age_dist=dist,
-            gender=raw["gender"],
-            ethnicity=raw["ethnicity"],
-        )
+        return self.outputs(self.raw(faces))
+
+    def outputs(self, raw: dict[str, np.ndarray], calibration: Calibration | None = None) -> HeadOutputs:
+        """Raw outputs -> answers, corrected by ``calibration`` (default: this predictor's)."""
+        out = (calibration or self.calibration).apply(raw["age_dist"], raw["gender"], raw["ethnicity"],
+                                                      raw.get("features"))
+        return HeadOutputs(age=out["age"], age_interval=out["age_interval"], age_dist=out["age_dist"],
+                           gender=out["gender"], ethnicity=out["ethnicity"], unfamiliarity=out["unfamiliarity"])

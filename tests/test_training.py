@@ -77,6 +77,10 @@ def test_training_smoke_run_exports_model_and_card(tmp_path, monkeypatch):
     assert card["test_metrics"]["n"] == card["splits"]["test"] > 0
     assert len(card["training"]["history"]) == 2  # one head epoch + one fine-tune epoch
     assert card["data"]["n"] == 120
+    # read-out corrections fitted at export, stored beside the model, reported before/after
+    assert (out.parent / "m.calibration.npz").is_file()
+    assert set(card["calibration"]["validation"]["data"]) == {"before", "after"}
+    assert "interval_scale" in card["calibration"]["fitted"]
 
 
 @pytest.mark.slow

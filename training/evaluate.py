@@ -56,12 +56,13 @@ def predict_samples(predictor, samples: list[Sample], size: int, batch: int = 25
     return kept, parts, bad
 
 
-def evaluate_samples(model, samples: list[Sample], flip_tta: bool = True, progress: bool = True) -> dict:
+def evaluate_samples(model, samples: list[Sample], flip_tta: bool = True, progress: bool = True,
+                     calibration=None) -> dict:
     """Metrics of ``model`` on ``samples`` (see training.metrics.full_report)."""
     from model.inference import Predictor
     from training.metrics import full_report
 
-    predictor = Predictor(model, flip_tta=flip_tta)
+    predictor = Predictor(model, flip_tta=flip_tta, calibration=calibration)
     kept, parts, bad = predict_samples(predictor, samples, predictor.input_size, progress=progress)
     if not kept:
         return {"n": 0, "undecodable": bad, "error": "no decodable images"}
@@ -99,9 +100,10 @@ def evaluate_faces(model, faces: np.ndarray, labels: dict[str, np.ndarray], flip
     return report
 
 
-def evaluate_index(model, index: DataIndex, split: str | None, flip_tta: bool = True, progress: bool = True) -> dict:
+def evaluate_index(model, index: DataIndex, split: str | None, flip_tta: bool = True, progress: bool = True,
+                   calibration=None) -> dict:
     samples = index.samples if split in (None, "all") else index.by_split(split)
-    report = evaluate_samples(model, samples, flip_tta=flip_tta, progress=progress)
+    report = evaluate_samples(model, samples, flip_tta=flip_tta, progress=progress, calibration=calibration)
     report["skipped_unparseable"] = index.unparseable
     report["skipped_unreadable"] = index.unreadable + report.pop("undecodable", 0)
     report["split"] = split or "all"
@@ -144,7 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    report = evaluate_index(model, index, args.split, flip_tta=not args.no_tta, progress=not args.quiet)
+    from model.calibration import load_for_model
+
+    report = evaluate_index(model, index, args.split, flip_tta=not args.no_tta, progress=not args.quiet,
+                            calibration=load_for_model(model_file))
     report["model"] = str(model_file)
     text = json.dumps(report)
     print(text)
@@ -161,18 +166,21 @@ def _spec(text: str):
 
 def _evaluate_prepared(args, model_file: Path) -> int:
     from model.architecture import load_model
+    from model.calibration import load_for_model
+    from model.inference import Predictor
     from training.prepare import load_prepared
     from training.robustness import degraded_reports
     from training.sources import label_arrays
 
     model = load_model(model_file)
+    predictor = Predictor(model, flip_tta=not args.no_tta, calibration=load_for_model(model_file))
     report: dict = {"model": str(model_file), "split": args.split, "flip_tta": not args.no_tta, "sources": {}}
     for spec in args.source:
         records, faces = load_prepared(spec, Path(args.prepared_dir), split=args.split)
         labels = label_arrays(records)
-        entry = evaluate_faces(model, faces, labels, flip_tta=not args.no_tta)
+        entry = evaluate_faces(model, faces, labels, predictor=predictor)
         if args.degraded and len(faces):
-            entry["degraded"] = degraded_reports(model, faces, labels, flip_tta=not args.no_tta)
+            entry["degraded"] = degraded_reports(model, faces, labels, not args.no_tta, predictor.calibration)
         report["sources"][spec.name] = entry
     print(json.dumps(report))
     if args.json_out:

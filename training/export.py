@@ -1,8 +1,11 @@
 """Export the best checkpoint as the shipped model and write its model card.
 
 The export is a fresh model (no optimizer state, so the file stays small) with the
-best checkpoint's weights. Its test-split metrics, the data summary, the training
-history and the preprocessing contract go into the model card the app reads.
+best checkpoint's weights. Its read-out corrections (unfamiliarity, age prior,
+interval widths, temperatures: :mod:`training.calibrate`) are fitted on training and
+validation faces and stored beside it, before anything is evaluated, so every figure
+on the card is for the answers the app shows. Its test-split metrics, the data
+summary, the training history and the preprocessing contract go into the model card.
 """
 
 from __future__ import annotations
@@ -56,18 +59,52 @@ def machine_description() -> str:
     return f"{os.cpu_count()} CPU cores ({platform.machine()}), {accel}"
 
 
-def evaluate_by_source(model, arrays, flip_tta: bool) -> dict[str, dict]:
+def evaluate_by_source(model, arrays, flip_tta: bool, calibration=None) -> dict[str, dict]:
     """Partial-label metrics per source of one split (training.train.TrainArrays)."""
     from model.inference import Predictor
     from training.evaluate import evaluate_faces
 
-    predictor = Predictor(model, flip_tta=flip_tta)
+    predictor = Predictor(model, flip_tta=flip_tta, calibration=calibration)
     out = {}
     for code, name in enumerate(arrays.names):
         part = arrays.subset(arrays.source == code)
         if len(part):
             out[name] = evaluate_faces(model, part.images, part.labels, predictor=predictor)
     return out
+
+
+def calibrate_model(predictor, cfg, arrays: dict, seed: int = 0):
+    """Fit :class:`model.calibration.Calibration` on the training split's features (drawn as
+    training drew them) and every source's validation faces, clean and (home source) degraded.
+    Returns (calibration, card section with the fitted values and before/after per set)."""
+    import numpy as np
+
+    from training.calibrate import EvalSet, before_after, fit_calibration, training_age_prior
+    from training.prepare import SourceSpec
+    from training.robustness import DEGRADATIONS, degrade
+    from training.train import sample_weights, sampling_probabilities
+
+    train, val = arrays["train"], arrays["val"]
+    source_weights = [SourceSpec.parse(text).weight for text in cfg.sources] or [1.0]
+    probabilities = sampling_probabilities(train.source, source_weights)
+    age_weight = sample_weights(train.labels, cfg.class_weight_power, cfg.age_weight_power)["age"]
+    prior = training_age_prior(train.labels, probabilities, age_weight)
+    rng = np.random.default_rng(seed)
+    drawn = rng.choice(len(train), size=min(len(train), 6000), replace=False, p=probabilities)
+    fit_features = predictor.raw(train.images[np.sort(drawn)])["features"]
+    sets = []
+    for code, name in enumerate(val.names):
+        part = val.subset(val.source == code)
+        if len(part):
+            sets.append(EvalSet(name, predictor.raw(part.images), part.labels))
+    home = val.subset(val.source == 0)
+    for kind in DEGRADATIONS:
+        if len(home):
+            faces = np.stack([degrade(f, kind) for f in home.images])
+            sets.append(EvalSet(f"{val.names[0]}, {kind.replace('_', ' ')}", predictor.raw(faces), home.labels,
+                                degraded=True))
+    calibration, fitted = fit_calibration(fit_features, sets[0].raw["features"], prior, sets)
+    return calibration, {"fitted": fitted, "validation": before_after(sets, calibration)}
 
 
 def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes: float,
@@ -81,6 +118,7 @@ def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes:
     import keras
 
     from model.architecture import build_model
+    from model.calibration import calibration_path
     from model.inference import Predictor
     from training.robustness import degraded_reports, jitter_spread
 
@@ -96,13 +134,16 @@ def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes:
     val_tta = evaluate_by_source(model, arrays["val"], flip_tta=True)
     first = names[0]
     flip_tta = (val_tta[first]["age_mae"] or 0) <= (val_plain[first]["age_mae"] or 0)
-    test = evaluate_by_source(model, arrays["test"], flip_tta=flip_tta)
-    val = val_tta if flip_tta else val_plain
+    calibration, calibration_section = calibrate_model(Predictor(model, flip_tta=flip_tta), cfg, arrays)
+    calibration.save(calibration_path(output))
+    val = evaluate_by_source(model, arrays["val"], flip_tta, calibration)
+    test = evaluate_by_source(model, arrays["test"], flip_tta, calibration)
     evaluations = {name: {"val": val.get(name), "test": test.get(name)} for name in names}
     first_test = arrays["test"].subset(arrays["test"].source == 0)
     if len(first_test):
-        evaluations[first]["test_degraded"] = degraded_reports(model, first_test.images, first_test.labels, flip_tta)
-    predictor = Predictor(model, flip_tta=flip_tta)
+        evaluations[first]["test_degraded"] = degraded_reports(model, first_test.images, first_test.labels, flip_tta,
+                                                               calibration)
+    predictor = Predictor(model, flip_tta=flip_tta, calibration=calibration)
     robustness = {}
     for code, name in enumerate(names):
         faces = arrays["val"].images[arrays["val"].source == code][:JITTER_FACES]
@@ -123,7 +164,9 @@ def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes:
         "weights": str(weights_from) if weights_from else "best checkpoint by validation loss",
         "data": summary,
         "splits": summary["splits"],
+        # Raw read-out with and without flip averaging (the choice); calibrated figures below.
         "validation_metrics": {"flip_tta": val_tta[first], "plain": val_plain[first]},
+        "calibration": calibration_section,
         "test_metrics": test.get(first, {"n": 0}),
         "evaluations": evaluations,
         "framing_jitter": robustness,

@@ -83,12 +83,13 @@ def degrade(face: np.ndarray, kind: str) -> np.ndarray:
     raise ValueError(f"unknown degradation {kind!r}; choose from {DEGRADATIONS}")
 
 
-def degraded_reports(model, faces: np.ndarray, labels: dict[str, np.ndarray], flip_tta: bool) -> dict:
+def degraded_reports(model, faces: np.ndarray, labels: dict[str, np.ndarray], flip_tta: bool,
+                     calibration=None) -> dict:
     """Partial-label metrics of ``model`` on each degraded copy of ``faces``."""
     from model.inference import Predictor
     from training.evaluate import evaluate_faces
 
-    predictor = Predictor(model, flip_tta=flip_tta)
+    predictor = Predictor(model, flip_tta=flip_tta, calibration=calibration)
     return {
         kind: evaluate_faces(model, np.stack([degrade(f, kind) for f in faces]), labels, predictor=predictor)
         for kind in DEGRADATIONS
@@ -132,6 +133,7 @@ def photo_sweep(analyzer, photo: np.ndarray, widths: tuple[int, ...] = (320, 480
 def main(argv: list[str] | None = None) -> int:
     from model import settings
     from model.architecture import load_model
+    from model.calibration import load_for_model
     from model.inference import Predictor
     from training.prepare import SourceSpec, load_prepared
 
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give --source (prepared faces) or --photo")
     for model_file in models:
         model = load_model(model_file)
-        predictor = Predictor(model, flip_tta=not args.no_tta)
+        predictor = Predictor(model, flip_tta=not args.no_tta, calibration=load_for_model(model_file))
         per_source = {}
         for spec in args.source:
             _, faces = load_prepared(spec, Path(args.prepared_dir), split=args.split)

@@ -1,0 +1,123 @@
+"""The unfamiliarity measure and the read-out corrections, on small generated data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.calibration import Calibration, calibration_path, load_for_model, scale_intervals, temper
+from model.familiarity import Familiarity
+
+
+def _features(rng, n, d=40, shift=0.0, scale=1.0):
+    basis = np.linspace(3.0, 0.2, d)  # anisotropic, like real features
+    return (rng.normal(size=(n, d)) * basis * scale + shift).astype(np.float32)
+
+
+def test_unfamiliarity_is_about_one_at_home_and_grows_away_from_it():
+    rng = np.random.default_rng(0)
+    fam = Familiarity.fit(_features(rng, 2000), k=8).with_reference(_features(rng, 500))
+    home = fam.unfamiliarity(_features(rng, 500))
+    assert 0.9 < np.median(home) < 1.1
+    near = fam.unfamiliarity(_features(rng, 500, shift=1.0))
+    far = fam.unfamiliarity(_features(rng, 500, shift=4.0))
+    noisy = fam.unfamiliarity(_features(rng, 500, scale=3.0))
+    assert np.median(home) < np.median(near) < np.median(far)
+    assert np.median(noisy) > 2.0
+    with pytest.raises(ValueError, match="features"):
+        Familiarity.fit(np.zeros((1, 5)))
+
+
+def test_temper_flattens_and_keeps_the_order():
+    p = np.array([[0.9, 0.1], [0.3, 0.7]])
+    same = temper(p, np.ones(2))
+    assert np.allclose(same, p)
+    flat = temper(p, np.array([2.0, 2.0]))
+    assert np.allclose(flat.sum(1), 1.0)
+    assert 0.5 < flat[0, 0] < 0.9 and flat[1, 1] > 0.5 and flat[1, 1] < 0.7
+
+
+def test_intervals_stretch_around_the_centre_within_the_age_range():
+    centre = np.array([30.0, 2.0])
+    iv = np.array([[25.0, 40.0], [0.0, 6.0]])
+    out = scale_intervals(centre, iv, np.array([2.0, 2.0]), 0.0, 116.0)
+    assert out[0].tolist() == [20.0, 50.0]
+    assert out[1].tolist() == [0.0, 10.0]  # clipped at age 0
+
+
+def _dist(ages, k=117, sd=4.0):
+    bins = np.arange(k)
+    d = np.exp(-0.5 * ((bins[None, :] - np.asarray(ages)[:, None]) / sd) ** 2)
+    return d / d.sum(1, keepdims=True)
+
+
+def test_identity_calibration_changes_nothing():
+    dist = _dist([30, 70])
+    g = np.array([[0.8, 0.2], [0.4, 0.6]])
+    e = np.full((2, 5), 0.2)
+    out = Calibration().apply(dist, g, e, features=np.zeros((2, 3)))
+    assert Calibration().is_identity
+    assert np.allclose(out["age"], [30, 70], atol=0.01) and np.allclose(out["gender"], g)
+    assert np.isnan(out["unfamiliarity"]).all()
+
+
+def test_calibration_widens_intervals_and_tempers_unfamiliar_faces_and_divides_the_prior(tmp_path):
+    rng = np.random.default_rng(1)
+    fam = Familiarity.fit(_features(rng, 1000), k=8).with_reference(_features(rng, 300))
+    prior = _dist([28], sd=12.0)[0]
+    cal = Calibration(familiarity=fam, age_prior=prior, age_prior_power=0.5, interval_scale=(0.9, 0.5),
+                      gender_temperature=(1.0, 1.0), ethnicity_temperature=(1.0, 1.0), warn_above=2.0)
+    features = np.concatenate([_features(rng, 1), _features(rng, 1, shift=6.0)])
+    dist = _dist([70, 70])
+    g = np.array([[0.9, 0.1], [0.9, 0.1]])
+    out = cal.apply(dist, g, np.full((2, 5), 0.2), features)
+    u = out["unfamiliarity"]
+    assert u[0] < 2.0 < u[1]
+    assert not cal.is_unfamiliar(u[0]) and cal.is_unfamiliar(u[1]) and not cal.is_unfamiliar(float("nan"))
+    width = out["age_interval"][:, 1] - out["age_interval"][:, 0]
+    assert width[1] > width[0]
+    assert out["gender"][1, 0] < out["gender"][0, 0] <= 0.9 + 1e-9
+    assert (out["age"] > 70.0).all()  # dividing out a young prior moves old answers up
+    # round trip through the file stored beside a model
+    path = cal.save(calibration_path(tmp_path / "m.keras"))
+    assert path.name == "m.calibration.npz"
+    back = load_for_model(tmp_path / "m.keras")
+    again = back.apply(dist, g, np.full((2, 5), 0.2), features)
+    for key in ("age", "age_interval", "gender", "unfamiliarity"):
+        assert np.allclose(again[key], out[key])
+    assert back.warn_above == 2.0 and back.interval_scale == (0.9, 0.5)
+    assert load_for_model(tmp_path / "other.keras").is_identity
+
+
+def test_fit_calibration_widens_where_faces_are_unfamiliar_and_keeps_its_promise():
+    """A home set with small errors and an off-home set with larger errors and unfamiliar
+    features: after fitting, the 80% interval covers ~80% of each, and off-home gender
+    probabilities are tempered."""
+    from training.calibrate import EvalSet, before_after, fit_calibration, training_age_prior
+
+    rng = np.random.default_rng(3)
+    n = 600
+
+    def make(shift, err_sd, gender_noise, name):
+        ages = rng.integers(18, 70, n)
+        guess = ages + rng.normal(0, err_sd, n)
+        gender = rng.integers(0, 2, n)
+        right = rng.random(n) > gender_noise  # confident answers, wrong for a share of faces
+        p_male = np.where((gender == 0) == right, 0.95, 0.05)
+        raw = {"age_dist": _dist(guess, sd=4.0), "gender": np.stack([p_male, 1 - p_male], 1),
+               "ethnicity": np.full((n, 5), 0.2), "features": _features(rng, n, shift=shift)}
+        labels = {"age": ages, "age_low": ages, "age_high": ages, "gender": gender, "ethnicity": np.full(n, -1)}
+        return EvalSet(name, raw, labels)
+
+    home, away = make(0.0, 4.0, 0.03, "home"), make(3.0, 10.0, 0.25, "away")
+    labels = home.labels
+    prior = training_age_prior(labels, np.full(n, 1.0 / n), np.ones(n))
+    assert prior.shape == (117,) and np.isclose(prior.sum(), 1.0) and prior[40] > prior[100]
+    cal, fitted = fit_calibration(_features(rng, 3000), _features(rng, 300), prior, [home, away], k=8)
+    assert fitted["interval_scale"][1] > 0 and fitted["gender_temperature"][1] > 0
+    report = before_after([home, away], cal)
+    assert report["away"]["before"]["interval_coverage"] < 0.6
+    for name in ("home", "away"):
+        assert 0.7 < report[name]["after"]["interval_coverage"] < 0.9
+    assert report["away"]["after"]["gender_ece"] < report["away"]["before"]["gender_ece"]
+    assert report["home"]["after"]["flagged_unfamiliar"] <= 0.02 < report["away"]["after"]["flagged_unfamiliar"]

@@ -1,0 +1,220 @@
+"""Fit the read-out corrections of :mod:`model.calibration` on training and validation faces.
+
+Run by the export (``python -m training.train ... --output`` or ``--export-from``),
+after the model is chosen and before anything is evaluated, so every figure on the
+model card is for the answers the app shows. Nothing here looks at a test split:
+
+* familiarity: the pooled features of training faces drawn as training drew them
+  (source weights), with the home source's validation faces as the unit;
+* age prior power: the one of :data:`PRIOR_POWERS` with the lowest balanced MAE
+  (the mean over age groups, so a 75-year-old counts as much as a 25-year-old) on
+  the validation faces with exact ages, each source counting equally;
+* interval scale: the line ``a + b * max(u - 1, 0)`` minimising the 80% pinball loss
+  of |error| / half-width over validation faces of every source with ages, clean
+  and degraded (quarter resolution, JPEG 20, grayscale, blur), each set equally;
+* temperatures: ``a + b * max(u - 1, 0)`` minimising the negative log-likelihood of
+  gender (ethnicity) over the validation sets with that label, each set equally;
+* warning threshold: the 99th percentile of the home source's validation faces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.calibration import Calibration
+from model.familiarity import Familiarity
+from model.labels import AGE_GROUPS, NUM_AGE_BINS
+from model.postprocess import age_intervals, expected_age
+
+PRIOR_POWERS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+FIT_FACES: int = 6000  # training faces whose features summarise the training data
+WARN_QUANTILE: float = 0.99
+MIN_SET_FACES: int = 5  # a validation set with fewer labelled faces is left out of a fit
+_SCALE_SLOPES = np.round(np.arange(0.0, 4.001, 0.02), 3)
+_TEMPERATURE_A = np.round(np.arange(0.6, 2.501, 0.02), 3)
+_TEMPERATURE_B = np.round(np.arange(0.0, 3.001, 0.05), 3)
+
+
+@dataclass
+class EvalSet:
+    """Raw outputs and labels of one validation set (a source, maybe degraded)."""
+
+    name: str
+    raw: dict[str, np.ndarray]  # Predictor.raw: age_dist, gender, ethnicity, features
+    labels: dict[str, np.ndarray]  # training.sources.label_arrays (-1 = missing)
+    degraded: bool = False
+
+    def has(self, head: str) -> np.ndarray:
+        return self.labels[head] >= 0
+
+
+def training_age_prior(labels: dict[str, np.ndarray], draw_probability: np.ndarray, age_weight: np.ndarray,
+                       smooth_sd: float = 3.0) -> np.ndarray:
+    """The age distribution training effectively saw: each face's draw probability times
+    its age-loss weight, exact ages at their bin, ranges spread over theirs; smoothed."""
+    prior = np.zeros(NUM_AGE_BINS)
+    mass = np.asarray(draw_probability, np.float64) * np.asarray(age_weight, np.float64)
+    exact = labels["age"] >= 0
+    np.add.at(prior, np.clip(labels["age"][exact], 0, NUM_AGE_BINS - 1), mass[exact])
+    for i in np.flatnonzero(~exact & (labels["age_low"] >= 0)):
+        low, high = int(labels["age_low"][i]), int(min(labels["age_high"][i], NUM_AGE_BINS - 1))
+        prior[low : high + 1] += mass[i] / (high - low + 1)
+    offsets = np.arange(-10, 11)
+    kernel = np.exp(-0.5 * (offsets / smooth_sd) ** 2)
+    prior = np.convolve(prior, kernel / kernel.sum(), mode="same")
+    prior += 1e-3 * prior.max()  # no bin is impossible
+    return prior / prior.sum()
+
+
+def balanced_mae(true_age: np.ndarray, predicted: np.ndarray, min_count: int = 10) -> float:
+    """Mean over the report's age groups (with at least ``min_count`` faces) of the group MAE."""
+    maes = []
+    for group in AGE_GROUPS:
+        inside = (true_age >= group.low) & (true_age <= group.high)
+        if inside.sum() >= min_count:
+            maes.append(np.abs(predicted[inside] - true_age[inside]).mean())
+    return float(np.mean(maes)) if maes else float("nan")
+
+
+def choose_prior_power(sets: list[EvalSet], prior: np.ndarray) -> tuple[float, dict]:
+    scores = {}
+    for power in PRIOR_POWERS:
+        cal = Calibration(age_prior=prior, age_prior_power=power)
+        per_set = []
+        for s in sets:
+            exact = s.labels["age"] >= 0
+            if exact.sum() >= MIN_SET_FACES:
+                age = expected_age(cal.adjust_age_distribution(s.raw["age_dist"][exact]))
+                per_set.append(balanced_mae(s.labels["age"][exact].astype(float), age))
+        if not per_set or np.isnan(per_set).all():
+            return 0.0, {}
+        scores[power] = round(float(np.nanmean(per_set)), 4)
+    best = min(scores, key=lambda p: (scores[p], p))
+    return best, scores
+
+
+def _weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
+    order = np.argsort(values)
+    cum = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cum, q * cum[-1])])
+
+
+def fit_line_quantile(ratio: np.ndarray, excess: np.ndarray, weights: np.ndarray, q: float = 0.8,
+                      min_a: float = 0.3) -> tuple[float, float]:
+    """(a, b) minimising the weighted pinball loss of ``ratio`` against ``a + b * excess``."""
+    best = (np.inf, 1.0, 0.0)
+    for b in _SCALE_SLOPES:
+        a = max(min_a, _weighted_quantile(ratio - b * excess, weights, q))
+        resid = ratio - (a + b * excess)
+        loss = float((weights * np.where(resid >= 0, q * resid, (q - 1) * resid)).sum())
+        if loss < best[0] - 1e-12:
+            best = (loss, a, float(b))
+    return round(best[1], 4), best[2]
+
+
+def fit_temperature(probs: np.ndarray, codes: np.ndarray, excess: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+    """(a, b) of T = a + b * excess minimising the weighted negative log-likelihood (grid search)."""
+    logp = np.log(np.clip(probs, 1e-12, 1.0))
+    best = (np.inf, 1.0, 0.0)
+    for b in _TEMPERATURE_B:
+        t = _TEMPERATURE_A[:, None] + b * excess[None, :]  # (A, N)
+        scaled = logp[None, :, :] / t[:, :, None]
+        scaled -= scaled.max(-1, keepdims=True)
+        log_norm = np.log(np.exp(scaled).sum(-1))
+        nll = (weights[None, :] * (log_norm - scaled[:, np.arange(len(codes)), codes])).sum(1)
+        i = int(np.argmin(nll))
+        if nll[i] < best[0] - 1e-12:
+            best = (float(nll[i]), float(_TEMPERATURE_A[i]), float(b))
+    return best[1], best[2]
+
+
+def _equal_set_weights(sets: list[EvalSet], masks: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate([np.full(int(m.sum()), 1.0 / max(1, int(m.sum()))) for m in masks]) / len(sets)
+
+
+def fit_calibration(fit_features: np.ndarray, home_val_features: np.ndarray, prior: np.ndarray,
+                    sets: list[EvalSet], k: int = 64) -> tuple[Calibration, dict]:
+    """Every correction, fitted in order (familiarity, prior power, interval, temperatures)."""
+    familiarity = Familiarity.fit(fit_features, k=k).with_reference(home_val_features)
+    power, prior_scores = choose_prior_power([s for s in sets if not s.degraded], prior)
+    base = Calibration(familiarity=familiarity, age_prior=prior, age_prior_power=power)
+    u = {s.name: familiarity.unfamiliarity(s.raw["features"]) for s in sets}
+
+    age_sets = [s for s in sets if (s.labels["age"] >= 0).sum() >= MIN_SET_FACES]
+    ratios, excess, masks = [], [], []
+    for s in age_sets:
+        exact = s.labels["age"] >= 0
+        dist = base.adjust_age_distribution(s.raw["age_dist"][exact])
+        centre, iv = expected_age(dist), age_intervals(dist)
+        truth = s.labels["age"][exact].astype(float)
+        half = np.where(truth >= centre, iv[:, 1] - centre, centre - iv[:, 0])
+        ratios.append(np.abs(truth - centre) / np.maximum(half, 0.5))
+        excess.append(np.maximum(u[s.name][exact] - 1.0, 0.0))
+        masks.append(exact)
+    interval = (fit_line_quantile(np.concatenate(ratios), np.concatenate(excess), _equal_set_weights(age_sets, masks))
+                if age_sets else (1.0, 0.0))
+
+    temperatures = {}
+    for head in ("gender", "ethnicity"):
+        head_sets = [s for s in sets if s.has(head).sum() >= MIN_SET_FACES]
+        masks = [s.has(head) for s in head_sets]
+        if not head_sets:
+            temperatures[head] = (1.0, 0.0)
+            continue
+        temperatures[head] = fit_temperature(
+            np.concatenate([s.raw[head][m] for s, m in zip(head_sets, masks)]),
+            np.concatenate([s.labels[head][m] for s, m in zip(head_sets, masks)]),
+            np.concatenate([np.maximum(u[s.name][m] - 1.0, 0.0) for s, m in zip(head_sets, masks)]),
+            _equal_set_weights(head_sets, masks))
+    warn_above = float(np.quantile(u[sets[0].name], WARN_QUANTILE))
+    calibration = base.replace(interval_scale=interval, gender_temperature=temperatures["gender"],
+                               ethnicity_temperature=temperatures["ethnicity"], warn_above=round(warn_above, 4))
+    fitted = {
+        "age_prior_power": power,
+        "balanced_mae_by_prior_power": {str(p): v for p, v in prior_scores.items()},
+        "interval_scale": list(interval),
+        "gender_temperature": list(temperatures["gender"]),
+        "ethnicity_temperature": list(temperatures["ethnicity"]),
+        "warn_above": calibration.warn_above,
+        "familiarity_components": int(familiarity.components.shape[1]),
+        "familiarity_fit_faces": int(len(fit_features)),
+    }
+    return calibration, fitted
+
+
+def set_report(s: EvalSet, calibration: Calibration) -> dict:
+    """What calibration changes on one set: coverage, width, bias, calibration error, flagged share."""
+    from training.metrics import expected_calibration_error
+
+    out = calibration.apply(s.raw["age_dist"], s.raw["gender"], s.raw["ethnicity"], s.raw.get("features"))
+    report: dict = {"n": int(len(s.raw["age_dist"]))}
+    exact = s.labels["age"] >= 0
+    if exact.any():
+        truth = s.labels["age"][exact].astype(float)
+        iv = out["age_interval"][exact]
+        report.update({
+            "n_age": int(exact.sum()),
+            "age_mae": round(float(np.abs(out["age"][exact] - truth).mean()), 3),
+            "age_bias": round(float((out["age"][exact] - truth).mean()), 3),
+            "balanced_age_mae": round(balanced_mae(truth, out["age"][exact]), 3),
+            "interval_coverage": round(float(((truth >= iv[:, 0]) & (truth <= iv[:, 1])).mean()), 4),
+            "interval_mean_width": round(float((iv[:, 1] - iv[:, 0]).mean()), 2),
+        })
+    for head in ("gender", "ethnicity"):
+        has = s.has(head)
+        if has.any():
+            report[f"{head}_accuracy"] = round(float((out[head][has].argmax(1) == s.labels[head][has]).mean()), 4)
+            report[f"{head}_ece"] = round(expected_calibration_error(out[head][has], s.labels[head][has]), 4)
+    u = out["unfamiliarity"]
+    if np.isfinite(u).any():
+        report["unfamiliarity_median"] = round(float(np.nanmedian(u)), 3)
+        report["flagged_unfamiliar"] = round(float(np.mean([calibration.is_unfamiliar(v) for v in u])), 4)
+    return report
+
+
+def before_after(sets: list[EvalSet], calibration: Calibration) -> dict:
+    """Per set, the figures with the raw read-out and with the calibrated one."""
+    raw = Calibration()
+    return {s.name: {"before": set_report(s, raw), "after": set_report(s, calibration)} for s in sets}
