@@ -2,10 +2,11 @@
 
 import streamlit as st
 
-from model import charts, service, settings, ui
+from model import settings
+from ui import charts, photos, widgets
 
 st.title("The model")
-card = service.load_model_card()
+card = photos.load_model_card()
 if card is None:
     st.warning(f"No model card at {settings.model_card_path()}. It is written by training "
                "(python -m training.train), next to the model file.", icon=":material/description:")
@@ -30,7 +31,7 @@ if not evaluations.empty:
     st.caption("Every evaluation the model had, side by side: its home data (UTKFace), people it never saw from "
                "other collections, and the UTKFace test photos degraded as uploads often are. Bias is predicted "
                "minus true age; ECE is the gap between stated confidence and accuracy.")
-    st.dataframe(evaluations, hide_index=True, key="table_evaluations", column_config=ui.EVALUATION_COLUMNS)
+    st.dataframe(evaluations, hide_index=True, key="table_evaluations", column_config=widgets.EVALUATION_COLUMNS)
     jitter = charts.jitter_table(card)
     if not jitter.empty:
         st.caption("Steadiness: the same validation faces re-framed 8 times (zoom and shift of a few percent, "
@@ -44,7 +45,7 @@ for column, head in ((left, "gender"), (right, "ethnicity")):
         st.plotly_chart(charts.confusion_matrix(test.get(head) or {}, f"{head.capitalize()} (row = true class)"),
                         key=f"chart_confusion_{head}")
         st.dataframe(charts.per_class_table(test.get(head) or {}), hide_index=True, key=f"table_classes_{head}",
-                     column_config=ui.PER_CLASS_COLUMNS)
+                     column_config=widgets.PER_CLASS_COLUMNS)
 
 st.header("Calibration")
 st.caption("Are the probabilities honest? ECE is the average gap between confidence and accuracy. "

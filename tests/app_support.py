@@ -187,13 +187,13 @@ def values(array) -> list:
 @contextlib.contextmanager
 def serving(analyzer):
     """Serve ``analyzer`` to the app for the duration of the block."""
-    from model import service
+    from ui import state
 
-    service.set_analyzer_override(analyzer)
+    state.set_analyzer_override(analyzer)
     try:
         yield analyzer
     finally:
-        service.set_analyzer_override(None)
+        state.set_analyzer_override(None)
 
 
 def open_page(page: str | None = None, timeout: float = RUN_TIMEOUT):

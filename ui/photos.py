@@ -1,12 +1,9 @@
-"""App-side service: what the Streamlit pages do with photos, minus Streamlit.
+"""What the app does with photos, minus Streamlit: one photo's outcome, drawing boxes,
+texts and the per-face table.
 
-Pages stay thin and free of TensorFlow: they call these functions, and the face
-pipeline (model.analyzer, which pulls in TensorFlow) is imported only when an
-analyzer is built or its errors are classified. The analyzer is injectable through
-:func:`set_analyzer_override`, so UI tests can run the app with a small fake.
-
-Uploaded photos stay in memory: everything here works on ``bytes`` and arrays,
-nothing is written to disk or logged.
+The face pipeline (model.analyzer, which pulls in TensorFlow) is imported only when
+its errors are classified. Uploaded photos stay in memory: everything here works on
+``bytes`` and arrays, nothing is written to disk or logged.
 """
 
 from __future__ import annotations
@@ -18,7 +15,6 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,12 +36,7 @@ BOX_COLOURS: tuple[tuple[int, int, int], ...] = (
     (79, 70, 229), (219, 39, 119), (5, 150, 105), (217, 119, 6), (37, 99, 235), (124, 58, 237),
 )
 
-_override: Any | None = None
 _log = logging.getLogger(__name__)
-
-
-class ModelMissingError(FileNotFoundError):
-    """The model file to serve does not exist (fresh clone, or FACELENS_MODEL points nowhere)."""
 
 
 @dataclass
@@ -62,32 +53,6 @@ class PhotoAnalysis:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
-
-
-# --- the analyzer -----------------------------------------------------------------------------
-
-
-def set_analyzer_override(analyzer: Any | None) -> None:
-    """Serve ``analyzer`` instead of the model file (tests); None restores the real one."""
-    global _override
-    _override = analyzer
-
-
-def analyzer_override() -> Any | None:
-    return _override
-
-
-def build_analyzer(model_path: str | Path | None = None):
-    """The real FaceAnalyzer for ``model_path`` (default: settings.model_path())."""
-    path = Path(model_path) if model_path else settings.model_path()
-    if not path.is_file():
-        raise ModelMissingError(
-            f"No model file at {path}. Train one (python -m training.train ...) or point "
-            "FACELENS_MODEL at a .keras file."
-        )
-    from model.analyzer import FaceAnalyzer
-
-    return FaceAnalyzer(path)
 
 
 def explain_methods() -> tuple[str, ...]:

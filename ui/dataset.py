@@ -1,7 +1,7 @@
 """Streamlit blocks of the Dataset explorer: folder indexing with a progress bar and
 caching, the headline numbers and the filterable grid of sample faces.
 
-The tables and figures come from training.explorer (no Streamlit there).
+The tables and figures come from ui.dataset_charts, the folder index from training.explorer.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from model import charts, settings
+from model import settings
 from model.labels import ETHNICITIES, GENDERS
 from training import explorer
+from ui import charts
 
 
 def dataset_folder_default() -> str:
