@@ -7,28 +7,13 @@ horizontal-flip test-time averaging runs both views in the same call.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import keras
 import numpy as np
 import tensorflow as tf
 
 from model.architecture import OUTPUT_NAMES
 from model.postprocess import age_intervals, expected_age
-
-
-@dataclass(frozen=True)
-class HeadOutputs:
-    """Per-face head outputs for a batch of N faces (numpy, float32/64)."""
-
-    age: np.ndarray  # (N,) expected age in years
-    age_interval: np.ndarray  # (N, 2) central 80% interval
-    age_dist: np.ndarray  # (N, K)
-    gender: np.ndarray  # (N, 2) probabilities over labels.GENDERS
-    ethnicity: np.ndarray  # (N, 5) probabilities over labels.ETHNICITIES
-
-    def __len__(self) -> int:
-        return len(self.age)
+from model.results import HeadOutputs
 
 
 class Predictor:

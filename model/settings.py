@@ -61,6 +61,12 @@ def utkface_dir() -> Path | None:
     return path if path.is_dir() else None
 
 
+def utkface_dir_from_env() -> bool:
+    """True when ``UTKFACE_DIR`` itself names an existing folder (not the ../shared default)."""
+    value = os.environ.get("UTKFACE_DIR", "").strip()
+    return bool(value) and Path(value).expanduser().is_dir()
+
+
 def imagenet_weights_path() -> Path | None:
     """Local ImageNet weights for the MobileNetV2 backbone, or None when absent."""
     path = _path_from_env(

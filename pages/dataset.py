@@ -3,7 +3,8 @@
 import streamlit as st
 
 from model import settings
-from ui import dataset, dataset_charts, photos, widgets
+from model.card import read_card
+from ui import dataset, dataset_charts, widgets
 
 widgets.page_header(
     "Dataset explorer",
@@ -11,7 +12,7 @@ widgets.page_header(
     "coarse ethnicity categories (plus CelebA photos for gender and East Asian adults for age). Imbalances here "
     "become accuracy gaps on the Model page.",
 )
-card = photos.load_model_card()
+card = read_card()
 with st.sidebar:
     st.subheader("Data source")
     choices = ["card", "folder"]
@@ -31,7 +32,7 @@ frame = None
 if source == "folder":
     summary, frame = dataset.indexed_folder(folder)
 else:
-    summary = (card or {}).get("data")
+    summary = card.data if card is not None else None
     if not summary:
         st.info("No model card with a data summary was found. Choose a UTKFace folder in the sidebar.")
         st.stop()

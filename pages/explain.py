@@ -4,7 +4,9 @@ import functools
 
 import streamlit as st
 
+from model.heatmap_draw import OVERLAY_ALPHA
 from model.labels import HEAD_NAMES
+from model.results import CAM_METHODS
 from ui import photos, state, widgets
 
 widgets.page_header(
@@ -30,10 +32,10 @@ with st.sidebar:
                                  key="explain_photo")]
     face = photo.faces[st.selectbox("Face", range(len(photo.faces)), key="explain_face",
                                     format_func=lambda i: widgets.face_label(photo.faces[i]))]
-    method = st.radio("Method", photos.explain_methods(), key="explain_method", format_func=widgets.method_label,
+    method = st.radio("Method", list(CAM_METHODS), key="explain_method", format_func=widgets.method_label,
                       help="Grad-CAM is fast; Grad-CAM++ spreads credit over several regions; "
                       "Score-CAM needs no gradients but runs the network many times (slower).")
-    alpha = st.slider("Heat map opacity", 0.0, 1.0, 0.45, 0.05, key="explain_alpha")
+    alpha = st.slider("Heat map opacity", 0.0, 1.0, OVERLAY_ALPHA, 0.05, key="explain_alpha")
 
 picture, summary = st.columns([1, 3], vertical_alignment="center")
 picture.image(photos.crop_box(photos.annotate(photo.photo, [face]), face.box, margin=1.0), width="stretch",
@@ -48,7 +50,7 @@ for head, column in zip(HEAD_NAMES, st.columns(len(HEAD_NAMES))):
         target = st.selectbox("Target class", widgets.target_options(head), key=f"explain_target_{head}",
                               format_func=lambda t, h=head: widgets.target_label(h, t, face),
                               disabled=head == "age")
-        explanation = widgets.explain(analyzer, photo, face, head, target=target, method=method, alpha=alpha)
+        explanation = widgets.explanation_or_none(analyzer, photo, face, head, target=target, method=method, alpha=alpha)
         if explanation is None:
             continue
         st.image(photos.crop_box(explanation.overlay, face.box), width="stretch",

@@ -198,6 +198,7 @@ def test_loads_a_model_file_and_reports_a_missing_one(untrained_model_path, tmp_
 
 def test_explain_delegates_to_gradcam_and_caches_per_photo(analyzer, astronaut, astronaut_face, monkeypatch):
     import model
+    from model import analyzer as analyzer_module
 
     calls = []
     fake = types.ModuleType("model.gradcam")
@@ -211,7 +212,7 @@ def test_explain_delegates_to_gradcam_and_caches_per_photo(analyzer, astronaut, 
         return ("explanation", head, len(calls))
 
     fake.GradCamExplainer = FakeExplainer
-    fake.explain_face = explain_face
+    monkeypatch.setattr(analyzer_module, "face_explanation", explain_face)
     monkeypatch.setitem(sys.modules, "model.gradcam", fake)
     monkeypatch.setattr(model, "gradcam", fake, raising=False)
     monkeypatch.setattr(analyzer, "_explainer", None)

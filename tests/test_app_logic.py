@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from model import settings
+from model.card import ModelCard, read_card
 from tests.app_support import FakeAnalyzer, blank_bytes, portrait_bytes, values, write_model_card
 from training import explorer
 from ui import charts, dataset_charts, photos, state
@@ -78,12 +79,23 @@ def test_crop_box_clips_to_the_image():
 
 
 def test_model_card_loading(tmp_path):
-    assert photos.load_model_card(tmp_path / "none.json") is None
+    assert read_card(tmp_path / "none.json") is None
     (tmp_path / "bad.json").write_text("{not json")
-    assert photos.load_model_card(tmp_path / "bad.json") is None
+    assert read_card(tmp_path / "bad.json") is None
     (tmp_path / "list.json").write_text("[1, 2]")
-    assert photos.load_model_card(tmp_path / "list.json") is None
-    assert photos.load_model_card(write_model_card(tmp_path / "card.json"))["test_metrics"]["n"] == 200
+    assert read_card(tmp_path / "list.json") is None
+    assert read_card(write_model_card(tmp_path / "card.json")).test_metrics["n"] == 200
+
+
+def test_model_card_round_trips_the_shipped_card_and_unknown_keys(tmp_path):
+    shipped = settings.DEFAULT_MODEL_CARD_PATH
+    card = read_card(shipped)
+    assert card.flip_tta is True and card.test_metrics["n"] > 0 and card.extra == {}
+    assert card.to_dict() == json.loads(shipped.read_text())
+    (tmp_path / "newer.json").write_text(json.dumps({"name": "m", "calibration": {"t": 1.2}}))
+    newer = read_card(tmp_path / "newer.json")
+    assert (newer.name, newer.extra) == ("m", {"calibration": {"t": 1.2}})
+    assert json.loads(newer.write(tmp_path / "again.json").read_text())["calibration"] == {"t": 1.2}
 
 
 def test_build_analyzer_explains_a_missing_model(tmp_path):
@@ -91,19 +103,15 @@ def test_build_analyzer_explains_a_missing_model(tmp_path):
         state.build_analyzer(tmp_path / "absent.keras")
 
 
-def test_explain_methods_come_from_gradcam():
-    assert "gradcam" in photos.explain_methods()
-
-
 def test_model_card_charts(tmp_path):
-    card = photos.load_model_card(write_model_card(tmp_path / "card.json"))
-    test = card["test_metrics"]
+    card = read_card(write_model_card(tmp_path / "card.json"))
+    test = card.test_metrics
     assert [label for label, _, _ in charts.headline_metrics(card)][0] == "Age MAE"
     mae = charts.mae_by_age_group(test)
     assert len(mae.data) == 2 and list(mae.data[0].x)[0] == "0-2"
     table = charts.per_class_table(test["ethnicity"])
     assert list(table["class"]) == ["White", "Black", "Asian", "Indian", "Other"]
-    assert len(charts.training_curves(card["training"]["history"]).data) == 8
+    assert len(charts.training_curves(card.training["history"]).data) == 8
     assert charts.confusion_matrix({}, "empty").data == ()
     calibration = charts.calibration(test)
     assert [float(v) for v in calibration.data[1].y] == [0.78]
@@ -124,7 +132,7 @@ def test_age_histogram_rebins_counts():
 
 
 def test_imbalance_and_quality_tables(tmp_path):
-    summary = photos.load_model_card(write_model_card(tmp_path / "card.json"))["data"]
+    summary = read_card(write_model_card(tmp_path / "card.json")).data
     imbalance = dataset_charts.imbalance_table(summary).set_index("attribute")
     assert imbalance.loc["ethnicity", "ratio"] == 6.0
     assert imbalance.loc["ethnicity", "smallest class"] == "Other (70)"
@@ -189,12 +197,12 @@ def test_session_store_keeps_the_newest_photos_within_budget(monkeypatch):
 
 
 def test_card_details_are_rows_not_json(tmp_path):
-    card = photos.load_model_card(write_model_card(tmp_path / "card.json"))
-    card["training"]["config"] = {"epochs": 24, "lr": 3e-4, "data_dir": "/private/path"}
+    card = read_card(write_model_card(tmp_path / "card.json"))
+    card.training["config"] = {"epochs": 24, "lr": 3e-4, "data_dir": "/private/path"}
     details = charts.card_details(card).set_index("field")["value"]
     assert details["name"] == "test_model" and details["train / val / test faces"] == "800 / 100 / 100"
     assert details["training epochs"] == "24" and "training data dir" not in details
-    assert charts.card_details({}).shape[0] == 6
+    assert charts.card_details(ModelCard()).shape[0] == 6
 
 
 def test_gender_text_says_unsure_for_a_coin_flip():

@@ -53,8 +53,10 @@ def thumbnail(path: str | Path, size: int = 120) -> np.ndarray | None:
     """A small RGB thumbnail of a dataset image; None if it does not decode."""
     import cv2
 
-    buffer = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
-    if image is None:
+    from model.image_io import ImageError, load_image
+
+    try:
+        image = load_image(path)
+    except ImageError:
         return None
-    return cv2.cvtColor(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)

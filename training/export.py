@@ -8,11 +8,11 @@ history and the preprocessing contract go into the model card the app reads.
 from __future__ import annotations
 
 import csv
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+from model.card import ModelCard
 from model.labels import AGE_GROUP_NAMES, ETHNICITIES, GENDERS
 from model.settings import UTKFACE_CROP_SIZE
 
@@ -108,35 +108,34 @@ def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes:
         faces = arrays["val"].images[arrays["val"].source == code][:JITTER_FACES]
         if len(faces):
             robustness[name] = jitter_spread(predictor, faces)
-    card = {
-        "name": output.stem,
-        "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "architecture": "MobileNetV2 (alpha 1.0, ImageNet init) + heads: age distribution (DLDL, expected value), gender, ethnicity",
-        "input": {
+    card = ModelCard(
+        name=output.stem,
+        created=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        architecture="MobileNetV2 (alpha 1.0, ImageNet init) + heads: age distribution (DLDL, expected value), gender, ethnicity",
+        input={
             "size": cfg.input_size,
             "channels": "RGB",
             "dtype": "uint8 values as float, scaled to [-1, 1] inside the model",
             "crop": f"UTKFace aligned & cropped framing ({UTKFACE_CROP_SIZE}x{UTKFACE_CROP_SIZE}), resized by model.preprocess.prepare_face",
         },
-        "labels": {"gender": list(GENDERS), "ethnicity": list(ETHNICITIES), "age_groups": list(AGE_GROUP_NAMES)},
-        "flip_tta": flip_tta,
-        "weights": str(weights_from) if weights_from else "best checkpoint by validation loss",
-        "data": summary,
-        "splits": summary["splits"],
-        "validation_metrics": {"flip_tta": val_tta[first], "plain": val_plain[first]},
-        "test_metrics": test.get(first, {"n": 0}),
-        "evaluations": evaluations,
-        "framing_jitter": robustness,
-        "training": {
+        labels={"gender": list(GENDERS), "ethnicity": list(ETHNICITIES), "age_groups": list(AGE_GROUP_NAMES)},
+        flip_tta=flip_tta,
+        weights=str(weights_from) if weights_from else "best checkpoint by validation loss",
+        data=summary,
+        splits=summary["splits"],
+        validation_metrics={"flip_tta": val_tta[first], "plain": val_plain[first]},
+        test_metrics=test.get(first, {"n": 0}),
+        evaluations=evaluations,
+        framing_jitter=robustness,
+        training={
             "minutes": round(train_minutes, 1),
             "machine": machine_description(),
             "config": {k: v for k, v in asdict(cfg).items() if k not in ("verbose",)},
             "history": read_history(run_dir / "history.csv"),
         },
-        "licence": LICENCE_NOTE,
-    }
-    card_path = Path(cfg.model_card) if cfg.model_card else output.parent / "model_card.json"
-    card_path.write_text(json.dumps(card, indent=2))
+        licence=LICENCE_NOTE,
+    )
+    card_path = card.write(Path(cfg.model_card) if cfg.model_card else output.parent / "model_card.json")
     summary_keys = ("n", "age_mae", "gender_accuracy", "ethnicity_accuracy")
     return {"output": str(output), "model_card": str(card_path),
             "test_metrics": {name: {k: r.get(k) for k in summary_keys} for name, r in test.items()}}

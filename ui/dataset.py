@@ -7,7 +7,6 @@ The tables and figures come from ui.dataset_charts, the folder index from traini
 from __future__ import annotations
 
 import contextvars
-import os
 from pathlib import Path
 
 import streamlit as st
@@ -25,8 +24,7 @@ def dataset_folder_default() -> str:
 
 def folder_given_explicitly() -> bool:
     """True when UTKFACE_DIR names an existing folder (then the explorer starts on it)."""
-    value = os.environ.get("UTKFACE_DIR", "").strip()
-    return bool(value) and Path(value).expanduser().is_dir()
+    return settings.utkface_dir_from_env()
 
 
 

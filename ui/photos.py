@@ -14,13 +14,11 @@ import io
 import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from model import image_io, settings
-from model.labels import ETHNICITY_DISPLAY
 from model.settings import GENDER_UNSURE_BELOW
 
 #: File types the uploader accepts (lower case, without the dot).
@@ -29,8 +27,6 @@ MAX_UPLOAD_BYTES: int = settings.MAX_UPLOAD_MB * 1024 * 1024
 SAMPLE_NAME: str = "sample_astronaut.png"
 #: Longest side of photos shown in the browser.
 DISPLAY_MAX_SIDE: int = 1600
-#: Grad-CAM methods offered when model.gradcam cannot tell (it normally can).
-FALLBACK_METHODS: tuple[str, ...] = ("gradcam", "gradcam++")
 #: Box colours (RGB) cycled by face number; same order as the card badges.
 BOX_COLOURS: tuple[tuple[int, int, int], ...] = (
     (79, 70, 229), (219, 39, 119), (5, 150, 105), (217, 119, 6), (37, 99, 235), (124, 58, 237),
@@ -53,15 +49,6 @@ class PhotoAnalysis:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
-
-
-def explain_methods() -> tuple[str, ...]:
-    """Saliency methods model.gradcam implements."""
-    try:
-        from model.gradcam import GradCamExplainer
-    except ImportError:
-        return FALLBACK_METHODS
-    return tuple(getattr(GradCamExplainer, "METHODS", FALLBACK_METHODS))
 
 
 # --- photos -----------------------------------------------------------------------------------
@@ -231,20 +218,3 @@ def faces_json(analyses: list[PhotoAnalysis]) -> str:
         for a in analyses
     ]
     return json.dumps(payload, indent=2)
-
-
-def ethnicity_label(name: str) -> str:
-    return ETHNICITY_DISPLAY.get(name, name).split(" (")[0]
-
-
-# --- the model card ---------------------------------------------------------------------------
-
-
-def load_model_card(path: str | Path | None = None) -> dict | None:
-    """The model card as a dict, or None when it is missing or not valid JSON."""
-    path = Path(path) if path else settings.model_card_path()
-    try:
-        card = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return card if isinstance(card, dict) else None

@@ -11,12 +11,12 @@ from __future__ import annotations
 import streamlit as st
 
 from model import settings
-from model.labels import ETHNICITIES, GENDERS, HEAD_NAMES
+from model.heatmap_draw import OVERLAY_ALPHA
+from model.labels import HEAD_CLASSES, HEAD_NAMES
+from model.results import CAM_METHODS, DEFAULT_CAM_METHOD
 from ui import charts, photos
 
 HEAD_TITLES: dict[str, str] = {"age": "Age", "gender": "Gender", "ethnicity": "Ethnicity"}
-HEAD_CLASSES: dict[str, tuple[str, ...]] = {"gender": GENDERS, "ethnicity": ETHNICITIES}
-METHOD_LABELS: dict[str, str] = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM"}
 
 
 # --- photo inputs and results -----------------------------------------------------------------
@@ -129,7 +129,7 @@ def face_card(analysis: photos.PhotoAnalysis, face, analyzer) -> None:
         if show_cam:
             head = st.segmented_control("Head", HEAD_NAMES, default="age", key=f"camhead_{key}",
                                         format_func=HEAD_TITLES.get, label_visibility="collapsed") or "age"
-        explanation = explain(analyzer, analysis, face, head) if show_cam else None
+        explanation = explanation_or_none(analyzer, analysis, face, head) if show_cam else None
         if explanation is not None:
             slot.image(photos.crop_box(explanation.overlay, face.box), width="stretch",
                        caption=f"Grad-CAM for {HEAD_TITLES[head].lower()}: {explanation.target_name}")
@@ -137,8 +137,8 @@ def face_card(analysis: photos.PhotoAnalysis, face, analyzer) -> None:
             slot.image(photos.crop_box(analysis.photo, face.box), width="stretch")
 
 
-def explain(analyzer, analysis: photos.PhotoAnalysis, face, head: str, target: int | None = None,
-            method: str = "gradcam", alpha: float = 0.45):
+def explanation_or_none(analyzer, analysis: photos.PhotoAnalysis, face, head: str, target: int | None = None,
+            method: str = DEFAULT_CAM_METHOD, alpha: float = OVERLAY_ALPHA):
     """One heat map, or None after showing why it failed (the page keeps running)."""
     try:
         with st.spinner(f"Computing {method_label(method)} for the {head} head..."):
@@ -149,7 +149,7 @@ def explain(analyzer, analysis: photos.PhotoAnalysis, face, head: str, target: i
 
 
 def method_label(method: str) -> str:
-    return METHOD_LABELS.get(method, method)
+    return CAM_METHODS.get(method, method)
 
 
 def prediction_summary(face) -> None:
