@@ -20,9 +20,11 @@ from model.analyzer import FaceAnalyzer, FaceResult, ImageError, TooManyFacesErr
 from model.face_detect import FaceDetector
 from model.labels import AGE_GROUP_NAMES, ETHNICITIES, GENDERS
 
+pytestmark = pytest.mark.slow  # MTCNN and a model of the shipped architecture
+
 needs_trained_model = pytest.mark.skipif(
     not settings.DEFAULT_MODEL_PATH.is_file(),
-    reason=f"accuracy checks need the trained model {settings.DEFAULT_MODEL_PATH.name} (not shipped yet)",
+    reason=f"accuracy checks need the trained model {settings.DEFAULT_MODEL_PATH.name}",
 )
 
 

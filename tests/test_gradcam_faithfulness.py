@@ -101,7 +101,7 @@ def trained_analyzer():
 
 @pytest.mark.slow
 def test_hiding_the_hottest_fifth_of_the_face_box_hurts_more_than_a_random_fifth(trained_analyzer):
-    """The issue's check on the astronaut and four variants of it: over the 5 photos x 3
+    """The check on the astronaut and four variants of it: over the 5 photos x 3
     heads, hiding the hottest fifth of the face box lowers the explained output more than
     hiding random blobs of the same area, in most cases. (Five variants of one face are
     about one sample: per head the verdict flips between training checkpoints, so the

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from training.cache import cache_key, cached_images
-from training.data import index_utkface_dir
 from training.train import inverse_frequency_weights, parse_args, sample_weights
+
+pytestmark = pytest.mark.slow  # training.train and the losses load TensorFlow
 
 
 def test_inverse_frequency_weights_favour_rare_classes():
@@ -38,16 +38,6 @@ def test_augment_batch_keeps_shape_and_range():
     assert not np.allclose(out, images.numpy())
 
 
-def test_cache_round_trip(tmp_path, utkface_dir):
-    samples = index_utkface_dir(utkface_dir).samples[:6]
-    images, ok = cached_images(samples, 64, tmp_path)
-    assert images.shape == (6, 64, 64, 3) and ok.all()
-    assert len(list(tmp_path.glob("*.npz"))) == 1
-    again, _ = cached_images(samples, 64, tmp_path)
-    np.testing.assert_array_equal(images, again)
-    assert cache_key(samples, 64) != cache_key(samples[:5], 64) != cache_key(samples, 96)
-
-
 def test_parse_args_defaults(monkeypatch, tmp_path):
     monkeypatch.setenv("IMAGENET_WEIGHTS", str(tmp_path / "none.h5"))
     cfg = parse_args(["--data-dir", "x", "--epochs", "3", "--strategy", "mirrored"])
@@ -56,7 +46,6 @@ def test_parse_args_defaults(monkeypatch, tmp_path):
         parse_args(["--data-dir", "x", "--schedule", "bogus"])
 
 
-@pytest.mark.slow
 def test_training_smoke_run_exports_model_and_card(tmp_path, monkeypatch):
     from tests.conftest import write_utkface_folder
     from training.train import main
@@ -79,7 +68,6 @@ def test_training_smoke_run_exports_model_and_card(tmp_path, monkeypatch):
     assert card["data"]["n"] == 120
 
 
-@pytest.mark.slow
 def test_resume_continues_from_last_checkpoint(tmp_path, monkeypatch):
     from tests.conftest import write_utkface_folder
     from training.train import main
@@ -180,7 +168,6 @@ def test_real_photo_augmentation_degrades_but_keeps_shape_and_range():
     assert out.shape == faces.shape and out.min() >= 0 and out.max() <= 255
 
 
-@pytest.mark.slow
 def test_multi_source_training_with_partial_labels_and_ranges(tmp_path, monkeypatch):
     """Two prepared sources (one with gender only, one with age ranges) train, resume and export
     a card with an evaluation per source."""
