@@ -183,9 +183,13 @@ def face_explanation(
 
 
 def explanation_paths(directory: str | Path, stem: str, face_index: int, head: str) -> tuple[Path, Path]:
-    """``DIR/S_face{i}_{H}.png`` (overlay) and ``.npy`` (photo heat map)."""
-    base = Path(directory) / f"{stem}_face{face_index}_{head}"
-    return base.with_suffix(".png"), base.with_suffix(".npy")
+    """``DIR/S_face{i}_{H}.png`` (overlay) and ``.npy`` (photo heat map).
+
+    The suffix is appended, never swapped: ``with_suffix`` would take everything after
+    a stem's last dot for a suffix, so ``two.faces`` and ``a.jpg.chip`` lose their ends
+    and different faces and heads would share one file."""
+    base = f"{stem}_face{face_index}_{head}"
+    return Path(directory) / f"{base}.png", Path(directory) / f"{base}.npy"
 
 
 def save_explanation(expl: Explanation, directory: str | Path, stem: str, face_index: int) -> tuple[Path, Path]:
