@@ -98,11 +98,14 @@ def colorize(heatmap: np.ndarray) -> np.ndarray:
 def overlay(
     photo: np.ndarray, heatmap: np.ndarray, alpha: float = OVERLAY_ALPHA, region: np.ndarray | None = None
 ) -> np.ndarray:
-    """Blend the colour-mapped ``heatmap`` onto ``photo`` at opacity ``alpha``.
+    """Blend the colour-mapped ``heatmap`` onto ``photo``, at opacity ``alpha`` where the
+    heat is 1 and fading with the heat to none where it is 0.
 
-    photo (H, W, 3) uint8 RGB, heatmap (H, W) in [0, 1], optional region (H, W) bool:
-    only there is colour blended (the face), elsewhere the photo stays as it was.
-    Returns a new (H, W, 3) uint8 RGB image.
+    With one opacity for every pixel the cold part of the face region took JET's dark
+    blue, and a hard-edged blue square sat on the face; fading with the heat colours
+    only what mattered. photo (H, W, 3) uint8 RGB, heatmap (H, W) in [0, 1], optional
+    region (H, W) bool: only there is colour blended (the face), elsewhere the photo
+    stays as it was. Returns a new (H, W, 3) uint8 RGB image.
     """
     photo = _check_photo(photo)
     heat = np.asarray(heatmap)
@@ -110,15 +113,16 @@ def overlay(
         raise ValueError(f"heatmap shape {heat.shape} does not match photo {photo.shape[:2]}")
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    if region is None:
-        return cv2.addWeighted(photo, 1.0 - float(alpha), colorize(heat), float(alpha), 0.0)
+    mask = np.ones(heat.shape, bool) if region is None else np.asarray(region, bool)
     out = photo.copy()
-    ys, xs = np.nonzero(region)
+    ys, xs = np.nonzero(mask)
     if len(ys):
         y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-        window = photo[y0:y1, x0:x1]
-        blended = cv2.addWeighted(window, 1.0 - float(alpha), colorize(heat[y0:y1, x0:x1]), float(alpha), 0.0)
-        out[y0:y1, x0:x1] = np.where(region[y0:y1, x0:x1, None], blended, window)
+        window = photo[y0:y1, x0:x1].astype(np.float32)
+        part = np.clip(np.nan_to_num(heat[y0:y1, x0:x1].astype(np.float32)), 0.0, 1.0)
+        weight = (float(alpha) * part * mask[y0:y1, x0:x1])[..., None]
+        blended = window * (1.0 - weight) + colorize(part).astype(np.float32) * weight
+        out[y0:y1, x0:x1] = np.clip(np.round(blended), 0, 255).astype(np.uint8)
     return out
 
 

@@ -60,10 +60,11 @@ def test_warp_to_photo_face_off_the_photo_gives_zeros():
     assert out.shape == (50, 60) and not out.any()
 
 
-def test_overlay_blends_only_inside_the_region_at_the_given_opacity():
+def test_overlay_blends_only_inside_the_region_and_fades_with_the_heat():
     photo = np.full((40, 50, 3), 100, np.uint8)
     heat = np.zeros((40, 50), np.float32)
     heat[10:20, 10:20] = 1.0
+    heat[20:24, 10:20] = 0.5
     region = np.zeros((40, 50), bool)
     region[5:25, 5:25] = True
     red = heatmap_draw.colorize(np.ones((1, 1)))[0, 0]
@@ -72,9 +73,15 @@ def test_overlay_blends_only_inside_the_region_at_the_given_opacity():
     assert out.dtype == np.uint8 and out.shape == photo.shape
     np.testing.assert_array_equal(out[~region], photo[~region])
     np.testing.assert_allclose(out[15, 15], (photo[15, 15] * 0.5 + red * 0.5), atol=1)
+    half = heatmap_draw.colorize(np.full((1, 1), 0.5))[0, 0]
+    np.testing.assert_allclose(out[22, 15], (photo[22, 15] * 0.75 + half * 0.25), atol=1)
+    cold = region & (heat == 0)  # the face region where nothing mattered keeps the photo's colours
+    np.testing.assert_array_equal(out[cold], photo[cold])
     np.testing.assert_array_equal(heatmap_draw.overlay(photo, heat, alpha=0.0), photo)
     full = heatmap_draw.overlay(photo, heat, alpha=1.0)
-    np.testing.assert_array_equal(full, heatmap_draw.colorize(heat))
+    hot = heat == 1.0
+    np.testing.assert_array_equal(full[hot], heatmap_draw.colorize(heat)[hot])
+    np.testing.assert_array_equal(full[heat == 0], photo[heat == 0])
     with pytest.raises(ValueError):
         heatmap_draw.overlay(photo, heat, alpha=1.5)
     with pytest.raises(ValueError):
