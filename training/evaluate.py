@@ -153,6 +153,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if report.get("n", 0) > 0 else 1
 
 
+def degraded_reports(model, faces: np.ndarray, labels: dict[str, np.ndarray], flip_tta: bool) -> dict:
+    """Partial-label metrics of ``model`` on each degraded copy of ``faces``."""
+    from model.inference import Predictor
+    from training.robustness import DEGRADATIONS, degrade
+
+    predictor = Predictor(model, flip_tta=flip_tta)
+    return {
+        kind: evaluate_faces(model, np.stack([degrade(f, kind) for f in faces]), labels, predictor=predictor)
+        for kind in DEGRADATIONS
+    }
+
+
 def _spec(text: str):
     from training.prepare import SourceSpec
 
@@ -162,7 +174,6 @@ def _spec(text: str):
 def _evaluate_prepared(args, model_file: Path) -> int:
     from model.architecture import load_model
     from training.prepare import load_prepared
-    from training.robustness import degraded_reports
     from training.sources import label_arrays
 
     model = load_model(model_file)

@@ -82,7 +82,8 @@ def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes:
 
     from model.architecture import build_model
     from model.inference import Predictor
-    from training.robustness import degraded_reports, jitter_spread
+    from training.evaluate import degraded_reports
+    from training.robustness import jitter_spread
 
     best = keras.saving.load_model(weights_from or run_dir / "best.keras", compile=False)
     model = build_model(cfg.input_size)
