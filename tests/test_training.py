@@ -38,6 +38,24 @@ def test_augment_batch_keeps_shape_and_range():
     assert not np.allclose(out, images.numpy())
 
 
+def test_projective_transforms_are_the_identity_or_the_mirror_without_geometry_jitter():
+    import tensorflow as tf
+
+    from training.augment import AugmentConfig, _transforms
+
+    tf.random.set_seed(3)
+    still = AugmentConfig(max_rotation_deg=0.0, zoom_range=(1.0, 1.0), max_shift=0.0)
+    rows = _transforms(64, 32, still).numpy()
+    identity = np.array([1, 0, 0, 0, 1, 0, 0, 0], np.float32)
+    mirror = np.array([-1, 0, 31, 0, 1, 0, 0, 0], np.float32)  # input x = 31 - output x
+    is_identity = np.isclose(rows, identity, atol=1e-5).all(1)
+    is_mirror = np.isclose(rows, mirror, atol=1e-5).all(1)
+    assert (is_identity | is_mirror).all() and 10 < is_mirror.sum() < 54  # half of them flipped
+    zoomed = _transforms(1, 32, AugmentConfig(max_rotation_deg=0.0, zoom_range=(2.0, 2.0), max_shift=0.0)).numpy()[0]
+    assert abs(zoomed[0]) == pytest.approx(0.5) and zoomed[4] == pytest.approx(0.5)  # 2x zoom samples half the side
+    assert zoomed[5] == pytest.approx(7.75)  # centred: 15.5 - 0.5 * 15.5
+
+
 def test_parse_args_defaults(monkeypatch, tmp_path):
     monkeypatch.setenv("IMAGENET_WEIGHTS", str(tmp_path / "none.h5"))
     cfg = parse_args(["--data-dir", "x", "--epochs", "3", "--strategy", "mirrored"])
