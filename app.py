@@ -3,12 +3,12 @@
     streamlit run app.py
 
 The entry point only sets up the page and the navigation; each page is a short
-script in pages/ and the logic lives in model/ and training/.
+script in pages/ and the Streamlit blocks live in ui/, the logic in model/ and training/.
 """
 
 import streamlit as st
 
-from model import ui
+from ui import widgets
 
 st.set_page_config(page_title="facelens", page_icon=":material/face:", layout="wide",
                    menu_items={"About": "facelens: a MobileNetV2 with three heads trained on UTKFace, CelebA and East Asian adults."})
@@ -20,5 +20,5 @@ pages = [
     st.Page("pages/model_card.py", title="Model", icon=":material/model_training:", url_path="model"),
 ]
 page = st.navigation(pages)
-ui.sidebar_footer()  # before the page: pages end early with st.stop() when they have nothing to show
+widgets.sidebar_footer()  # before the page: pages end early with st.stop() when they have nothing to show
 page.run()

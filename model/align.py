@@ -24,7 +24,7 @@ from model.settings import INPUT_SIZE, UTKFACE_CROP_SIZE
 LANDMARK_NAMES: tuple[str, ...] = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
 #: Where MTCNN puts the five landmarks in a 200x200 UTKFace aligned crop: the mean
-#: over real crops, pixel (x, y). Measured 2026-11-23 with
+#: over real crops, pixel (x, y), measured with
 #: ``python -m training.measure_template --n 1500`` (MTCNN 1.0 through FaceDetector,
 #: confidence >= 0.90) on 1500 random train-split crops of ../shared/data/utkface/UTKFace:
 #: a face was found in 1471; per-point std 3-7 px. Inter-eye distance 77.1 px (0.386

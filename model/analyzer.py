@@ -12,10 +12,8 @@ the tests all go through this class, so they see the same numbers.
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,54 +21,15 @@ import numpy as np
 
 from model import settings
 from model.align import align_face
-from model.face_detect import Detection, FaceDetector, TooManyFacesError
+from model.card import read_card
+from model.face_detect import FaceDetector, TooManyFacesError
+from model.heatmap_draw import OVERLAY_ALPHA, face_explanation
 from model.image_io import ImageError, ImageSource, load_image
-from model.labels import ETHNICITIES, GENDERS, HEAD_NAMES, age_group
+from model.labels import ETHNICITIES, GENDERS, age_group, check_head
+from model.postprocess import ethnicity_names, gender_names
+from model.results import DEFAULT_CAM_METHOD, Detection, Explanation, FaceResult
 
 __all__ = ["FaceAnalyzer", "FaceResult", "ImageError", "TooManyFacesError", "card_flip_tta"]
-
-
-@dataclass
-class FaceResult:
-    """Everything the pipeline knows about one face of a photo."""
-
-    index: int  # 0.. left to right
-    box: tuple[int, int, int, int]  # x, y, w, h in original photo pixels (after EXIF transpose)
-    detection_confidence: float
-    landmarks: dict[str, tuple[float, float]]  # left_eye, right_eye, nose, mouth_left, mouth_right (photo px)
-    age: float
-    age_interval: tuple[float, float]
-    age_group: str
-    gender: str
-    gender_probability: float
-    ethnicity: str
-    ethnicity_probabilities: dict[str, float]  # all five, in labels.ETHNICITIES order
-    gender_probabilities: dict[str, float]
-    face_input: np.ndarray = field(repr=False)  # (128, 128, 3) uint8, exactly what the model saw
-    crop_affine: np.ndarray = field(repr=False)  # 2x3 float64: photo (x, y) -> face_input pixel (x, y)
-    # How far the face's features are from the training data's (1 = an ordinary training-like
-    # face; None when the model has no calibration file), and whether that is too far to trust.
-    unfamiliarity: float | None = None
-    unfamiliar: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able public fields (plain Python ints/floats/strings)."""
-        return {
-            "index": int(self.index),
-            "box": [int(v) for v in self.box],
-            "detection_confidence": float(self.detection_confidence),
-            "landmarks": {k: [float(v[0]), float(v[1])] for k, v in self.landmarks.items()},
-            "age": float(self.age),
-            "age_interval": [float(v) for v in self.age_interval],
-            "age_group": self.age_group,
-            "gender": self.gender,
-            "gender_probability": float(self.gender_probability),
-            "gender_probabilities": {k: float(v) for k, v in self.gender_probabilities.items()},
-            "ethnicity": self.ethnicity,
-            "ethnicity_probabilities": {k: float(v) for k, v in self.ethnicity_probabilities.items()},
-            "unfamiliarity": None if self.unfamiliarity is None else round(float(self.unfamiliarity), 3),
-            "unfamiliar": bool(self.unfamiliar),
-        }
 
 
 def card_flip_tta(model_path: Path | None, default: bool = True) -> bool:
@@ -88,13 +47,10 @@ def card_flip_tta(model_path: Path | None, default: bool = True) -> bool:
         candidates.append(Path(model_path).with_name("model_card.json"))
         if Path(model_path).resolve() == settings.model_path().resolve():
             candidates.append(settings.model_card_path())
-    for card in candidates:
-        try:
-            value = json.loads(card.read_text()).get("flip_tta")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(value, bool):
-            return value
+    for path in candidates:
+        card = read_card(path)
+        if card is not None and isinstance(card.flip_tta, bool):
+            return card.flip_tta
     return default
 
 
@@ -215,8 +171,8 @@ class FaceAnalyzer:
     def _result(self, i: int, det: Detection, face, outputs, height: int, width: int) -> FaceResult:
         gender_p = {name: float(p) for name, p in zip(GENDERS, outputs.gender[i], strict=True)}
         eth_p = {name: float(p) for name, p in zip(ETHNICITIES, outputs.ethnicity[i], strict=True)}
-        gender = max(gender_p, key=gender_p.__getitem__)
-        ethnicity = max(eth_p, key=eth_p.__getitem__)
+        gender = gender_names(outputs.gender[i : i + 1])[0][0]
+        ethnicity = ethnicity_names(outputs.ethnicity[i : i + 1])[0][0]
         age = float(outputs.age[i])
         low, high = (float(v) for v in outputs.age_interval[i])
         return FaceResult(
@@ -249,17 +205,16 @@ class FaceAnalyzer:
         face: FaceResult,
         head: str,
         target: int | None = None,
-        method: str = "gradcam",
-        alpha: float = 0.45,
-    ):
-        """Grad-CAM (or another method of model.gradcam) for one head of one face.
+        method: str = DEFAULT_CAM_METHOD,
+        alpha: float = OVERLAY_ALPHA,
+    ) -> Explanation:
+        """Grad-CAM (or another of results.CAM_METHODS) for one head of one face.
 
         Results are cached per (face, head, target, method, alpha) while the same
         photo is being explained; a new photo clears the cache (memory only).
         """
-        if head not in HEAD_NAMES:
-            raise ValueError(f"head must be one of {HEAD_NAMES}, got {head!r}")
-        from model import gradcam
+        check_head(head)
+        from model.gradcam import GradCamExplainer
 
         photo = self.load_photo(image)
         fingerprint = hashlib.blake2b(photo.tobytes(), digest_size=16).hexdigest() + str(photo.shape)
@@ -272,8 +227,8 @@ class FaceAnalyzer:
             if cached is not None:
                 return cached
             if self._explainer is None:
-                self._explainer = gradcam.GradCamExplainer(self.model)
-            explanation = gradcam.explain_face(
+                self._explainer = GradCamExplainer(self.model)
+            explanation = face_explanation(
                 self._explainer, photo, face, head, target=target, method=method, alpha=alpha
             )
             self._explain_cache[key] = explanation

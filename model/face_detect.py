@@ -9,12 +9,11 @@ Parsing and filtering are pure functions, tested without the network.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from model.align import LANDMARK_NAMES
 from model.image_io import downscale
+from model.results import Detection
 from model.settings import DETECTION_CONFIDENCE, DETECTION_MAX_SIDE, MAX_FACES, MIN_FACE_SIZE
 
 #: MTCNN's smallest pyramid window; images smaller than this cannot hold a face.
@@ -30,15 +29,6 @@ class TooManyFacesError(ValueError):
         super().__init__(
             f"found {count} faces; at most {limit} are analysed per photo — crop the photo to fewer people"
         )
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One detected face in photo pixels (floats; the analyzer rounds the box)."""
-
-    box: tuple[float, float, float, float]  # x, y, w, h
-    confidence: float
-    landmarks: dict[str, tuple[float, float]]  # LANDMARK_NAMES -> (x, y)
 
 
 def parse_mtcnn_rows(rows: np.ndarray, scale: float = 1.0) -> list[Detection]:

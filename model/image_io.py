@@ -25,6 +25,8 @@ ImageSource = str | Path | bytes | bytearray | memoryview | IO[bytes] | Image.Im
 #: The one list of image formats the app's uploader, the API and the CLI accept (file
 #: suffixes, lower case, without the dot). HEIC/HEIF is the iPhone's default.
 IMAGE_FORMATS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "heic", "heif")
+#: The same as file suffixes (".jpg", ...): what the CLI and the data layer pick up in a folder.
+IMAGE_SUFFIXES: tuple[str, ...] = tuple(f".{fmt}" for fmt in IMAGE_FORMATS)
 
 
 def _register_heif() -> bool:

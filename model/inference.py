@@ -9,32 +9,16 @@ how unfamiliar a face is and corrects the read-out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import keras
 import numpy as np
 import tensorflow as tf
 
 from model.architecture import OUTPUT_NAMES
 from model.calibration import Calibration
+from model.results import HeadOutputs
 
 #: The layer whose output is the face's feature vector (see model.architecture).
 FEATURE_LAYER = "pool"
-
-
-@dataclass(frozen=True)
-class HeadOutputs:
-    """Per-face head outputs for a batch of N faces (numpy, float32/64)."""
-
-    age: np.ndarray  # (N,) expected age in years
-    age_interval: np.ndarray  # (N, 2) central 80% interval
-    age_dist: np.ndarray  # (N, K)
-    gender: np.ndarray  # (N, 2) probabilities over labels.GENDERS
-    ethnicity: np.ndarray  # (N, 5) probabilities over labels.ETHNICITIES
-    unfamiliarity: np.ndarray | None = None  # (N,) 1 = an ordinary training-like face; NaN = not measured
-
-    def __len__(self) -> int:
-        return len(self.age)
 
 
 class Predictor:

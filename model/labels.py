@@ -27,9 +27,21 @@ ETHNICITY_DISPLAY: dict[str, str] = {
 AGE_MIN: int = 0
 AGE_MAX: int = 116
 NUM_AGE_BINS: int = AGE_MAX - AGE_MIN + 1
+#: Training weighs rare ages up per bin of this many years; ages 100 and over share the last bin.
+AGE_WEIGHT_BIN_YEARS: int = 5
+NUM_AGE_WEIGHT_BINS: int = 100 // AGE_WEIGHT_BIN_YEARS + 1
 
 #: Which head predicts what; names match the model's output layers.
 HEAD_NAMES: tuple[str, ...] = ("age", "gender", "ethnicity")
+#: Class names per head; an empty tuple marks a regression head (no target class).
+HEAD_CLASSES: dict[str, tuple[str, ...]] = {"age": (), "gender": GENDERS, "ethnicity": ETHNICITIES}
+
+
+def check_head(head: str) -> tuple[str, ...]:
+    """The head's class names (empty for age); ValueError for an unknown head."""
+    if head not in HEAD_CLASSES:
+        raise ValueError(f"unknown head {head!r}; expected one of {HEAD_NAMES}")
+    return HEAD_CLASSES[head]
 
 
 @dataclass(frozen=True)

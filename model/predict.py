@@ -16,10 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from model.image_io import IMAGE_FORMATS
+from model.image_io import IMAGE_SUFFIXES
 
-#: File suffixes picked up when a folder is given.
-IMAGE_SUFFIXES: tuple[str, ...] = tuple(f".{fmt}" for fmt in IMAGE_FORMATS)
 #: Keys of a face in ``--json`` output.
 JSON_FACE_KEYS: tuple[str, ...] = (
     "box",
@@ -56,20 +54,13 @@ def face_json(face) -> dict[str, Any]:
 
 def write_gradcam(analyzer, photo, faces: list, stem: str, out_dir: Path) -> list[Path]:
     """``S_face{i}_{head}.png`` (overlay) and ``.npy`` (heat map in photo pixels) per face and head."""
-    import numpy as np
-    from PIL import Image
-
+    from model.heatmap_draw import save_explanation
     from model.labels import HEAD_NAMES
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for face in faces:
         for head in HEAD_NAMES:
-            explanation = analyzer.explain(photo, face, head)
-            base = out_dir / f"{stem}_face{face.index}_{head}"
-            Image.fromarray(np.asarray(explanation.overlay, np.uint8)).save(base.with_suffix(".png"))
-            np.save(base.with_suffix(".npy"), np.asarray(explanation.photo_heatmap, np.float32))
-            written += [base.with_suffix(".png"), base.with_suffix(".npy")]
+            written += save_explanation(analyzer.explain(photo, face, head), out_dir, stem, face.index)
     return written
 
 

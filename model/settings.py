@@ -31,11 +31,9 @@ DETECTION_MAX_SIDE: int = 1280
 MIN_FACE_SIZE: int = 24
 MAX_FACES: int = 20
 DETECTION_CONFIDENCE: float = 0.90
-#: Below this probability the gender call is shown as "Unsure" rather than as a verdict.
-#: The probabilities are calibrated (gender ECE about 0.03 on held-out faces). On the
-#: validation split of ../shared UTKFace (1,936 faces, shipped model, flip averaging),
-#: calls under 65% (6.8% of faces) were right 60% of the time, 65-80% right 70%, and
-#: the rest 98%: a big bold "Male" at 55% would overstate it.
+#: Below this probability the gender call is shown as "Unsure" rather than as a verdict:
+#: the probabilities are calibrated (the model card's gender ECE), so a call under 65% is
+#: right little more often than a coin flip, and a big bold "Male" at 55% would overstate it.
 GENDER_UNSURE_BELOW: float = 0.65
 
 
@@ -59,6 +57,12 @@ def utkface_dir() -> Path | None:
     when it exists, else None (the app and tests then run without real data)."""
     path = _path_from_env("UTKFACE_DIR", SHARED_DATA_DIR / "utkface" / "UTKFace")
     return path if path.is_dir() else None
+
+
+def utkface_dir_from_env() -> bool:
+    """True when ``UTKFACE_DIR`` itself names an existing folder (not the ../shared default)."""
+    value = os.environ.get("UTKFACE_DIR", "").strip()
+    return bool(value) and Path(value).expanduser().is_dir()
 
 
 def imagenet_weights_path() -> Path | None:
@@ -90,9 +94,9 @@ def public_mode() -> bool:
 def flip_tta_override() -> bool | None:
     """``FACELENS_FLIP_TTA=0`` or ``1`` overrides the model card's flip-averaging choice.
 
-    Flip averaging runs the network twice per face: on 2 cores a lone face costs about
-    19 ms instead of 14 (``python -m model.bench``) for a slightly better validation score;
-    a deployment that wants speed can switch it off. Unset (or anything else): the card decides.
+    Flip averaging runs the network twice per face (``python -m model.bench`` times both)
+    for a slightly better validation score; a deployment that wants speed can switch it
+    off. Unset (or anything else): the card decides.
     """
     return _env_switch("FACELENS_FLIP_TTA")
 

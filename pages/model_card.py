@@ -2,19 +2,21 @@
 
 import streamlit as st
 
-from model import charts, service, settings, ui
+from model import settings
+from model.card import read_card
+from ui import charts, widgets
 
 st.title("The model")
-card = service.load_model_card()
+card = read_card()
 if card is None:
     st.warning(f"No model card at {settings.model_card_path()}. It is written by training "
                "(python -m training.train), next to the model file.", icon=":material/description:")
     st.stop()
 
-test = card.get("test_metrics") or {}
-st.caption(f"{card.get('architecture', '')}. Input {card.get('input', {}).get('size', '?')} px RGB face crops. "
+test = card.test_metrics or {}
+st.caption(f"{card.architecture}. Input {card.input.get('size', '?')} px RGB face crops. "
            f"Metrics on the held-out test split ({test.get('n', 0):,} faces, never seen in training or model "
-           f"selection){', with horizontal-flip averaging' if card.get('flip_tta') else ''}.")
+           f"selection){', with horizontal-flip averaging' if card.flip_tta else ''}.")
 for column, (label, value, help_text) in zip(st.columns(5), charts.headline_metrics(card)):
     column.metric(label, value, help=help_text)
 
@@ -30,7 +32,7 @@ if not evaluations.empty:
     st.caption("Every evaluation the model had, side by side: its home data (UTKFace), people it never saw from "
                "other collections, and the UTKFace test photos degraded as uploads often are. Bias is predicted "
                "minus true age; ECE is the gap between stated confidence and accuracy.")
-    st.dataframe(evaluations, hide_index=True, key="table_evaluations", column_config=ui.EVALUATION_COLUMNS)
+    st.dataframe(evaluations, hide_index=True, key="table_evaluations", column_config=widgets.EVALUATION_COLUMNS)
     jitter = charts.jitter_table(card)
     if not jitter.empty:
         st.caption("Steadiness: the same validation faces re-framed 8 times (zoom and shift of a few percent, "
@@ -44,7 +46,7 @@ for column, head in ((left, "gender"), (right, "ethnicity")):
         st.plotly_chart(charts.confusion_matrix(test.get(head) or {}, f"{head.capitalize()} (row = true class)"),
                         key=f"chart_confusion_{head}")
         st.dataframe(charts.per_class_table(test.get(head) or {}), hide_index=True, key=f"table_classes_{head}",
-                     column_config=ui.PER_CLASS_COLUMNS)
+                     column_config=widgets.PER_CLASS_COLUMNS)
 
 st.header("Calibration")
 st.caption("Are the probabilities honest? ECE is the average gap between confidence and accuracy. "
@@ -52,7 +54,7 @@ st.caption("Are the probabilities honest? ECE is the average gap between confide
 st.plotly_chart(charts.calibration(test), key="chart_calibration")
 
 st.header("Training")
-training = card.get("training") or {}
+training = card.training or {}
 st.caption(f"{training.get('minutes', '?')} minutes on {training.get('machine', 'unknown hardware')}.")
 if training.get("history"):
     st.plotly_chart(charts.training_curves(training["history"]), key="chart_training")
@@ -72,6 +74,6 @@ st.markdown(
 - Photos you upload are analysed in memory and never stored.
 """
 )
-st.caption(card.get("licence", ""))
+st.caption(card.licence)
 with st.expander("Model card details"):
     st.dataframe(charts.card_details(card), hide_index=True, key="table_card_details")

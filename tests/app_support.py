@@ -15,7 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from model.card import ModelCard
+from model.heatmap_draw import OVERLAY_ALPHA
 from model.labels import AGE_GROUP_NAMES, ETHNICITIES, GENDERS, age_group
+from model.results import DEFAULT_CAM_METHOD
 
 APP_PATH = str(Path(__file__).resolve().parent.parent / "app.py")
 #: Generous per-run timeout for AppTest (the first run imports Plotly and pandas).
@@ -55,7 +58,8 @@ class FakeAnalyzer:
         return load_image(image)
 
     def analyze(self, image) -> list:
-        from model.analyzer import FaceResult, TooManyFacesError
+        from model.face_detect import TooManyFacesError
+        from model.results import FaceResult
         from model.settings import MAX_FACES
 
         photo = self.load_photo(image)
@@ -87,8 +91,8 @@ class FakeAnalyzer:
             ))
         return results
 
-    def explain(self, image, face, head, target=None, method="gradcam", alpha=0.45):
-        from model.gradcam import Explanation
+    def explain(self, image, face, head, target=None, method=DEFAULT_CAM_METHOD, alpha=OVERLAY_ALPHA):
+        from model.results import Explanation
 
         self.explain_calls.append((face.index, head, target, method, alpha))
         photo = self.load_photo(image)
@@ -149,7 +153,7 @@ def write_model_card(path: Path, n_test: int = 200) -> Path:
     history = [{"step": i + 1, "epoch": float(i), "loss": 5.0 - i, "val_loss": 5.2 - i, "age_mae": 9.0 - i,
                 "val_age_mae": 9.5 - i, "gender_acc": 0.7 + 0.05 * i, "val_gender_acc": 0.68 + 0.05 * i,
                 "ethnicity_acc": 0.5 + 0.05 * i, "val_ethnicity_acc": 0.5 + 0.04 * i} for i in range(4)]
-    card = {
+    card = ModelCard(**{
         "name": "test_model", "created": "2026-01-01 00:00:00 UTC", "architecture": "MobileNetV2 + three heads",
         "input": {"size": 128, "channels": "RGB"}, "labels": {"gender": list(GENDERS)}, "flip_tta": True,
         "data": data, "splits": data["splits"], "validation_metrics": {"flip_tta": test, "plain": test},
@@ -163,9 +167,8 @@ def write_model_card(path: Path, n_test: int = 200) -> Path:
                                        "gender_call_flips": 0.04}},
         "training": {"minutes": 12.5, "machine": "2 CPU cores, no GPU", "config": {}, "history": history},
         "licence": "Non-commercial research use only (UTKFace).",
-    }
-    path.write_text(json.dumps(card))
-    return path
+    })
+    return card.write(path)
 
 
 def chart_figures(at) -> dict[str, dict]:
@@ -187,13 +190,13 @@ def values(array) -> list:
 @contextlib.contextmanager
 def serving(analyzer):
     """Serve ``analyzer`` to the app for the duration of the block."""
-    from model import service
+    from ui import state
 
-    service.set_analyzer_override(analyzer)
+    state.set_analyzer_override(analyzer)
     try:
         yield analyzer
     finally:
-        service.set_analyzer_override(None)
+        state.set_analyzer_override(None)
 
 
 def open_page(page: str | None = None, timeout: float = RUN_TIMEOUT):

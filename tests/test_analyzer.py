@@ -20,9 +20,11 @@ from model.analyzer import FaceAnalyzer, FaceResult, ImageError, TooManyFacesErr
 from model.face_detect import FaceDetector
 from model.labels import AGE_GROUP_NAMES, ETHNICITIES, GENDERS
 
+pytestmark = pytest.mark.slow  # MTCNN and a model of the shipped architecture
+
 needs_trained_model = pytest.mark.skipif(
     not settings.DEFAULT_MODEL_PATH.is_file(),
-    reason=f"accuracy checks need the trained model {settings.DEFAULT_MODEL_PATH.name} (not shipped yet)",
+    reason=f"accuracy checks need the trained model {settings.DEFAULT_MODEL_PATH.name}",
 )
 
 
@@ -198,6 +200,7 @@ def test_loads_a_model_file_and_reports_a_missing_one(untrained_model_path, tmp_
 
 def test_explain_delegates_to_gradcam_and_caches_per_photo(analyzer, astronaut, astronaut_face, monkeypatch):
     import model
+    from model import analyzer as analyzer_module
 
     calls = []
     fake = types.ModuleType("model.gradcam")
@@ -211,7 +214,7 @@ def test_explain_delegates_to_gradcam_and_caches_per_photo(analyzer, astronaut, 
         return ("explanation", head, len(calls))
 
     fake.GradCamExplainer = FakeExplainer
-    fake.explain_face = explain_face
+    monkeypatch.setattr(analyzer_module, "face_explanation", explain_face)
     monkeypatch.setitem(sys.modules, "model.gradcam", fake)
     monkeypatch.setattr(model, "gradcam", fake, raising=False)
     monkeypatch.setattr(analyzer, "_explainer", None)

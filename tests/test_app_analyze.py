@@ -9,17 +9,18 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from model import service, settings
+from model import settings
 from tests.app_support import APP_PATH, RUN_TIMEOUT, FakeAnalyzer, blank_bytes, portrait_bytes, values, write_model_card
+from ui import photos, state
 
 
 @pytest.fixture
 def fake(monkeypatch, tmp_path):
     monkeypatch.setenv("FACELENS_MODEL_CARD", str(write_model_card(tmp_path / "card.json")))
     analyzer = FakeAnalyzer(faces=1)
-    service.set_analyzer_override(analyzer)
+    state.set_analyzer_override(analyzer)
     yield analyzer
-    service.set_analyzer_override(None)
+    state.set_analyzer_override(None)
 
 
 def _app() -> AppTest:
@@ -138,7 +139,7 @@ def test_camera_photo_is_analysed(fake):
 
 
 def test_missing_model_file_is_explained(monkeypatch, tmp_path):
-    service.set_analyzer_override(None)
+    state.set_analyzer_override(None)
     monkeypatch.setenv("FACELENS_MODEL", str(tmp_path / "absent.keras"))
     at = _app()
     assert len(at.error) == 1 and "No model file" in at.error[0].value
@@ -148,7 +149,7 @@ def test_missing_model_file_is_explained(monkeypatch, tmp_path):
 @pytest.mark.slow
 def test_real_pipeline_on_the_sample_photo(monkeypatch, tmp_path, untrained_model_path):
     """MTCNN + alignment + the network (untrained unless the shipped model exists): a card appears."""
-    service.set_analyzer_override(None)
+    state.set_analyzer_override(None)
     if not settings.DEFAULT_MODEL_PATH.is_file():
         monkeypatch.setenv("FACELENS_MODEL", str(untrained_model_path))
     monkeypatch.setenv("FACELENS_MODEL_CARD", str(write_model_card(tmp_path / "card.json")))
@@ -164,7 +165,7 @@ def test_sample_button_without_scikit_image_explains_itself(fake, monkeypatch):
     def missing():
         raise ImportError("No module named 'skimage'")
 
-    monkeypatch.setattr(service, "sample_photo_bytes", missing)
+    monkeypatch.setattr(photos, "sample_photo_bytes", missing)
     at = _app()
     at.button(key="analyze_sample").click().run()
     assert not at.exception

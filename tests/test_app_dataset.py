@@ -116,15 +116,17 @@ def test_a_wrong_folder_path_is_a_warning(card):
 
 
 def test_without_a_card_or_folder_it_says_what_to_do(monkeypatch, tmp_path):
+    from model import settings
+
     monkeypatch.delenv("UTKFACE_DIR", raising=False)
+    monkeypatch.setattr(settings, "SHARED_DATA_DIR", tmp_path / "no_shared")  # no ../shared folder either
     monkeypatch.setenv("FACELENS_MODEL_CARD", str(tmp_path / "missing.json"))
     at = open_page(PAGE)
     assert not at.exception
-    source = at.radio(key="explorer_source")
-    if source.value == "card":
-        assert "No model card" in at.info[0].value
-    else:  # this machine has ../shared UTKFace: the explorer starts on it
-        assert source.value == "folder"
+    assert at.radio(key="explorer_source").value == "folder"  # no card to show: it starts on a folder
+    assert "Not a folder: (empty)" in at.warning[0].value
+    at.radio(key="explorer_source").set_value("card").run()
+    assert not at.exception and "No model card" in at.info[0].value
 
 
 def test_an_unreadable_folder_is_an_error_not_a_crash(card, tmp_path, monkeypatch):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from model import service
 from tests.app_support import APP_PATH, RUN_TIMEOUT, FakeAnalyzer, open_page, write_model_card
+from ui import photos, state
 
 PAGE = "pages/explain.py"
 
@@ -15,9 +15,9 @@ PAGE = "pages/explain.py"
 def fake(monkeypatch, tmp_path):
     monkeypatch.setenv("FACELENS_MODEL_CARD", str(write_model_card(tmp_path / "card.json")))
     analyzer = FakeAnalyzer(faces=2)
-    service.set_analyzer_override(analyzer)
+    state.set_analyzer_override(analyzer)
     yield analyzer
-    service.set_analyzer_override(None)
+    state.set_analyzer_override(None)
 
 
 def _explain_page() -> AppTest:
@@ -78,7 +78,7 @@ def test_photos_analysed_on_the_analyze_page_are_offered(fake):
     at.button(key="analyze_sample").click().run()
     at.switch_page(PAGE).run()
     assert not at.exception and not at.info
-    assert at.selectbox(key="explain_photo").options == [service.SAMPLE_NAME]
+    assert at.selectbox(key="explain_photo").options == [photos.SAMPLE_NAME]
     assert len(at.selectbox(key="explain_face").options) == 2
 
 
@@ -87,7 +87,7 @@ def test_real_grad_cam_for_every_head_and_a_chosen_target(monkeypatch, tmp_path,
     """The real analyzer and model.gradcam behind the page (untrained model unless the shipped one exists)."""
     from model import settings
 
-    service.set_analyzer_override(None)
+    state.set_analyzer_override(None)
     if not settings.DEFAULT_MODEL_PATH.is_file():
         monkeypatch.setenv("FACELENS_MODEL", str(untrained_model_path))
     monkeypatch.setenv("FACELENS_MODEL_CARD", str(write_model_card(tmp_path / "card.json")))

@@ -1,5 +1,5 @@
-"""Unit tests of the app's logic modules (no Streamlit): model.service, model.charts,
-training.explorer."""
+"""Unit tests of the app's logic modules: ui.photos, ui.charts, ui.dataset_charts, training.explorer,
+and the session store of ui.state."""
 
 from __future__ import annotations
 
@@ -9,21 +9,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model import charts, service, settings
+from model import settings
+from model.card import ModelCard, read_card
 from tests.app_support import FakeAnalyzer, blank_bytes, portrait_bytes, values, write_model_card
 from training import explorer
+from ui import charts, dataset_charts, photos, state
 
 
 def test_analyze_bytes_outcomes():
     fake = FakeAnalyzer(faces=2)
-    ok = service.analyze_bytes(fake, "a.png", portrait_bytes())
+    ok = photos.analyze_bytes(fake, "a.png", portrait_bytes())
     assert ok.ok and len(ok.faces) == 2 and ok.photo.shape == (512, 512, 3)
-    assert service.analyze_bytes(fake, "b.png", blank_bytes()).status == "no_face"
-    assert service.analyze_bytes(fake, "c.png", b"GIF89a broken").status == "unreadable"
-    big = service.analyze_bytes(fake, "d.png", b"0" * (service.MAX_UPLOAD_BYTES + 1))
+    assert photos.analyze_bytes(fake, "b.png", blank_bytes()).status == "no_face"
+    assert photos.analyze_bytes(fake, "c.png", b"GIF89a broken").status == "unreadable"
+    big = photos.analyze_bytes(fake, "d.png", b"0" * (photos.MAX_UPLOAD_BYTES + 1))
     assert big.status == "too_large" and big.photo is None
     fake.faces = settings.MAX_FACES + 1
-    assert service.analyze_bytes(fake, "e.png", portrait_bytes()).status == "too_many"
+    assert photos.analyze_bytes(fake, "e.png", portrait_bytes()).status == "too_many"
 
 
 def test_unexpected_errors_become_a_message(caplog):
@@ -31,31 +33,31 @@ def test_unexpected_errors_become_a_message(caplog):
         def analyze(self, image):
             raise RuntimeError("{boom}")
 
-    outcome = service.analyze_bytes(Broken(), "x.png", portrait_bytes())
+    outcome = photos.analyze_bytes(Broken(), "x.png", portrait_bytes())
     assert outcome.status == "error" and "x.png" in outcome.message and "RuntimeError" in outcome.message
     assert "photo analysis failed" in caplog.text
 
 
 def test_sample_photo_is_the_astronaut_png():
-    data = service.sample_photo_bytes()
+    data = photos.sample_photo_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    assert service.analyze_bytes(FakeAnalyzer(), service.SAMPLE_NAME, data).photo.shape == (512, 512, 3)
+    assert photos.analyze_bytes(FakeAnalyzer(), photos.SAMPLE_NAME, data).photo.shape == (512, 512, 3)
 
 
 def test_tables_and_json_cover_every_face():
     fake = FakeAnalyzer(faces=3)
-    analyses = [service.analyze_bytes(fake, "a.png", portrait_bytes()),
-                service.analyze_bytes(fake, "b.png", blank_bytes())]
-    frame = service.faces_frame(analyses)
-    assert list(frame.columns) == list(service.TABLE_COLUMNS)
+    analyses = [photos.analyze_bytes(fake, "a.png", portrait_bytes()),
+                photos.analyze_bytes(fake, "b.png", blank_bytes())]
+    frame = photos.faces_frame(analyses)
+    assert list(frame.columns) == list(photos.TABLE_COLUMNS)
     assert list(frame["face"]) == [1, 2, 3] and set(frame["photo"]) == {"a.png"}
     assert frame["ethnicity_probability"].between(0, 1).all()
-    csv_rows = service.faces_csv(analyses).strip().splitlines()
+    csv_rows = photos.faces_csv(analyses).strip().splitlines()
     assert len(csv_rows) == 4
-    payload = json.loads(service.faces_json(analyses))
+    payload = json.loads(photos.faces_json(analyses))
     assert [p["status"] for p in payload] == ["ok", "no_face"]
     assert len(payload[0]["faces"]) == 3 and "face_input" not in payload[0]["faces"][0]
-    assert service.faces_frame([]).empty
+    assert photos.faces_frame([]).empty
 
 
 def test_annotate_draws_coloured_boxes_on_a_copy():
@@ -63,46 +65,53 @@ def test_annotate_draws_coloured_boxes_on_a_copy():
     photo = np.full((300, 400, 3), 255, np.uint8)
     photo[::7] = 0  # not flat, so the fake finds faces
     faces = fake.analyze(photo)
-    drawn = service.annotate(photo, faces)
+    drawn = photos.annotate(photo, faces)
     assert drawn.shape == photo.shape and not np.array_equal(drawn, photo)
     assert photo[::7].max() == 0  # input untouched
     x, y, w, h = faces[1].box
-    assert tuple(drawn[y + h // 2, x]) == service.box_colour(1)
+    assert tuple(drawn[y + h // 2, x]) == photos.box_colour(1)
 
 
 def test_crop_box_clips_to_the_image():
     image = np.arange(100 * 80 * 3, dtype=np.uint32).reshape(100, 80, 3)
-    assert service.crop_box(image, (0, 0, 20, 20), margin=0.5).shape[:2] == (30, 30)
-    assert service.crop_box(image, (70, 90, 20, 20), margin=0.5).shape[:2] == (20, 20)
+    assert photos.crop_box(image, (0, 0, 20, 20), margin=0.5).shape[:2] == (30, 30)
+    assert photos.crop_box(image, (70, 90, 20, 20), margin=0.5).shape[:2] == (20, 20)
 
 
 def test_model_card_loading(tmp_path):
-    assert service.load_model_card(tmp_path / "none.json") is None
+    assert read_card(tmp_path / "none.json") is None
     (tmp_path / "bad.json").write_text("{not json")
-    assert service.load_model_card(tmp_path / "bad.json") is None
+    assert read_card(tmp_path / "bad.json") is None
     (tmp_path / "list.json").write_text("[1, 2]")
-    assert service.load_model_card(tmp_path / "list.json") is None
-    assert service.load_model_card(write_model_card(tmp_path / "card.json"))["test_metrics"]["n"] == 200
+    assert read_card(tmp_path / "list.json") is None
+    assert read_card(write_model_card(tmp_path / "card.json")).test_metrics["n"] == 200
+
+
+def test_model_card_round_trips_the_shipped_card_and_unknown_keys(tmp_path):
+    shipped = settings.DEFAULT_MODEL_CARD_PATH
+    card = read_card(shipped)
+    assert card.flip_tta is True and card.test_metrics["n"] > 0 and card.extra == {}
+    assert card.to_dict() == json.loads(shipped.read_text())
+    (tmp_path / "newer.json").write_text(json.dumps({"name": "m", "fairness_audit": {"t": 1.2}}))
+    newer = read_card(tmp_path / "newer.json")
+    assert (newer.name, newer.extra) == ("m", {"fairness_audit": {"t": 1.2}})
+    assert json.loads(newer.write(tmp_path / "again.json").read_text())["fairness_audit"] == {"t": 1.2}
 
 
 def test_build_analyzer_explains_a_missing_model(tmp_path):
-    with pytest.raises(service.ModelMissingError, match="FACELENS_MODEL"):
-        service.build_analyzer(tmp_path / "absent.keras")
-
-
-def test_explain_methods_come_from_gradcam():
-    assert "gradcam" in service.explain_methods()
+    with pytest.raises(state.ModelMissingError, match="FACELENS_MODEL"):
+        state.build_analyzer(tmp_path / "absent.keras")
 
 
 def test_model_card_charts(tmp_path):
-    card = service.load_model_card(write_model_card(tmp_path / "card.json"))
-    test = card["test_metrics"]
+    card = read_card(write_model_card(tmp_path / "card.json"))
+    test = card.test_metrics
     assert [label for label, _, _ in charts.headline_metrics(card)][0] == "Age MAE"
     mae = charts.mae_by_age_group(test)
     assert len(mae.data) == 2 and list(mae.data[0].x)[0] == "0-2"
     table = charts.per_class_table(test["ethnicity"])
     assert list(table["class"]) == ["White", "Black", "Asian", "Indian", "Other"]
-    assert len(charts.training_curves(card["training"]["history"]).data) == 8
+    assert len(charts.training_curves(card.training["history"]).data) == 8
     assert charts.confusion_matrix({}, "empty").data == ()
     calibration = charts.calibration(test)
     assert [float(v) for v in calibration.data[1].y] == [0.78]
@@ -116,20 +125,20 @@ def test_ethnicity_bar_keeps_label_order():
 
 def test_age_histogram_rebins_counts():
     counts = {"1": 2, "4": 3, "5": 1, "12": 4}
-    fig = explorer.age_histogram(counts, bin_width=5)
+    fig = dataset_charts.age_histogram(counts, bin_width=5)
     assert [int(v) for v in fig.data[0].y] == [5, 1, 4]
-    assert sum(int(v) for v in explorer.age_histogram(counts, bin_width=1).data[0].y) == 10
-    assert explorer.age_histogram({}, 5).data == ()
+    assert sum(int(v) for v in dataset_charts.age_histogram(counts, bin_width=1).data[0].y) == 10
+    assert dataset_charts.age_histogram({}, 5).data == ()
 
 
 def test_imbalance_and_quality_tables(tmp_path):
-    summary = service.load_model_card(write_model_card(tmp_path / "card.json"))["data"]
-    imbalance = explorer.imbalance_table(summary).set_index("attribute")
+    summary = read_card(write_model_card(tmp_path / "card.json")).data
+    imbalance = dataset_charts.imbalance_table(summary).set_index("attribute")
     assert imbalance.loc["ethnicity", "ratio"] == 6.0
     assert imbalance.loc["ethnicity", "smallest class"] == "Other (70)"
-    quality = explorer.quality_table(summary["quality"]).set_index("check")["count"]
+    quality = dataset_charts.quality_table(summary["quality"]).set_index("check")["count"]
     assert quality["identical images with conflicting labels"] == 1
-    assert explorer.imbalance_table({}).empty
+    assert dataset_charts.imbalance_table({}).empty
 
 
 def test_index_folder_and_filters(utkface_dir):
@@ -151,8 +160,8 @@ def test_thumbnail_of_a_broken_file_is_none(tmp_path):
 
 def test_age_by_ethnicity_box_and_violin():
     frame = pd.DataFrame({"age": [5, 30, 60, 22], "ethnicity": ["white", "white", "black", "other"]})
-    assert [t.type for t in explorer.age_by_ethnicity(frame, "box").data] == ["box"] * 3
-    assert [t.type for t in explorer.age_by_ethnicity(frame, "violin").data] == ["violin"] * 3
+    assert [t.type for t in dataset_charts.age_by_ethnicity(frame, "box").data] == ["box"] * 3
+    assert [t.type for t in dataset_charts.age_by_ethnicity(frame, "violin").data] == ["violin"] * 3
 
 
 def test_streamlit_config_suits_headless_serving():
@@ -166,38 +175,37 @@ def test_streamlit_config_suits_headless_serving():
 
 def test_display_copies_are_shrunk_and_ages_read_well():
     big = np.zeros((4000, 3000, 3), np.uint8)
-    assert service.for_display(big).shape == (service.DISPLAY_MAX_SIDE, 1200, 3)
+    assert photos.for_display(big).shape == (photos.DISPLAY_MAX_SIDE, 1200, 3)
     small = np.zeros((10, 20, 3), np.uint8)
-    assert service.for_display(small) is small
-    assert [service.age_text(a) for a in (0.6, 1.2, 34.5)] == ["1 year", "1 year", "34 years"]
+    assert photos.for_display(small) is small
+    assert [photos.age_text(a) for a in (0.6, 1.2, 34.5)] == ["1 year", "1 year", "34 years"]
 
 
 def test_session_store_keeps_the_newest_photos_within_budget(monkeypatch):
     from collections import OrderedDict
 
-    from model import ui
 
-    def photo(side: int) -> service.PhotoAnalysis:
-        return service.PhotoAnalysis(str(side), str(side), "ok", photo=np.zeros((side, side, 3), np.uint8))
+    def photo(side: int) -> photos.PhotoAnalysis:
+        return photos.PhotoAnalysis(str(side), str(side), "ok", photo=np.zeros((side, side, 3), np.uint8))
 
-    store = OrderedDict((str(i), photo(10)) for i in range(ui.MAX_KEPT_PHOTOS + 3))
-    ui._evict(store, keep=1)
-    assert list(store) == [str(i) for i in range(3, ui.MAX_KEPT_PHOTOS + 3)]
-    monkeypatch.setattr(ui, "MAX_KEPT_PIXELS", 250)
-    ui._evict(store, keep=2)
+    store = OrderedDict((str(i), photo(10)) for i in range(state.MAX_KEPT_PHOTOS + 3))
+    state._evict(store, keep=1)
+    assert list(store) == [str(i) for i in range(3, state.MAX_KEPT_PHOTOS + 3)]
+    monkeypatch.setattr(state, "MAX_KEPT_PIXELS", 250)
+    state._evict(store, keep=2)
     assert len(store) == 2  # over the pixel budget, but the photos on screen stay
 
 
 def test_card_details_are_rows_not_json(tmp_path):
-    card = service.load_model_card(write_model_card(tmp_path / "card.json"))
-    card["training"]["config"] = {"epochs": 24, "lr": 3e-4, "data_dir": "/private/path"}
+    card = read_card(write_model_card(tmp_path / "card.json"))
+    card.training["config"] = {"epochs": 24, "lr": 3e-4, "data_dir": "/private/path"}
     details = charts.card_details(card).set_index("field")["value"]
     assert details["name"] == "test_model" and details["train / val / test faces"] == "800 / 100 / 100"
     assert details["training epochs"] == "24" and "training data dir" not in details
-    assert charts.card_details({}).shape[0] == 6
+    assert charts.card_details(ModelCard()).shape[0] == 6
 
 
 def test_gender_text_says_unsure_for_a_coin_flip():
-    assert service.gender_text("male", 0.54) == ("Unsure", "leans male (54%); the model cannot tell")
-    assert service.gender_text("female", 0.93) == ("Female", "probability 93%")
-    assert service.gender_text("female", service.GENDER_UNSURE_BELOW)[0] == "Female"
+    assert photos.gender_text("male", 0.54) == ("Unsure", "leans male (54%); the model cannot tell")
+    assert photos.gender_text("female", 0.93) == ("Female", "probability 93%")
+    assert photos.gender_text("female", photos.GENDER_UNSURE_BELOW)[0] == "Female"

@@ -8,6 +8,7 @@ import pytest
 
 from model.labels import ETHNICITIES, GENDERS
 from tests.conftest import write_utkface_folder
+from training.cache import cache_key, cached_images
 from training.data import (
     SPLITS,
     Labels,
@@ -172,3 +173,13 @@ def test_sample_split_is_reproducible_and_stays_in_its_split(utkface_dir):
     assert {s.path for s in first} != {s.path for s in sample_split(utkface_dir, "train", 10, seed=4)}
     every_test = sample_split(utkface_dir, "test", 10_000)
     assert 0 < len(every_test) < 48 and all(s.split == "test" for s in every_test)
+
+
+def test_cache_round_trip(tmp_path, utkface_dir):
+    samples = index_utkface_dir(utkface_dir).samples[:6]
+    images, ok = cached_images(samples, 64, tmp_path)
+    assert images.shape == (6, 64, 64, 3) and ok.all()
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    again, _ = cached_images(samples, 64, tmp_path)
+    np.testing.assert_array_equal(images, again)
+    assert cache_key(samples, 64) != cache_key(samples[:5], 64) != cache_key(samples, 96)

@@ -83,6 +83,7 @@ def astronaut() -> np.ndarray:
     return data.astronaut()
 
 
+@pytest.mark.slow
 def test_real_mtcnn_finds_the_astronaut_at_several_sizes(detector, astronaut):
     (face,) = detector.detect(astronaut)
     x, y, w, h = face.box
@@ -103,6 +104,7 @@ def test_real_mtcnn_finds_the_astronaut_at_several_sizes(detector, astronaut):
         assert best.box[2] == pytest.approx(w * size / 512, rel=0.15)
 
 
+@pytest.mark.slow
 def test_real_mtcnn_finds_nothing_in_noise_flat_images_or_faceless_photos(detector):
     from skimage import data
 
@@ -116,6 +118,7 @@ def test_real_mtcnn_finds_nothing_in_noise_flat_images_or_faceless_photos(detect
     assert detector.detect(gravel) == []
 
 
+@pytest.mark.slow
 def test_warm_up_runs_all_three_stages_and_reports_nothing(detector):
     from model.face_detect import _drawn_face
 

@@ -185,11 +185,11 @@ def test_heic_photos_decode_with_exif_orientation_applied():
 
 
 def test_one_format_list_for_uploader_and_cli(tmp_path):
-    from model import service
     from model.image_io import IMAGE_FORMATS
     from model.predict import IMAGE_SUFFIXES, collect_paths
+    from ui import photos
 
-    assert service.UPLOAD_TYPES == IMAGE_FORMATS
+    assert photos.UPLOAD_TYPES == IMAGE_FORMATS
     assert IMAGE_SUFFIXES == tuple(f".{f}" for f in IMAGE_FORMATS)
     for name in ("a.HEIC", "b.heif", "c.gif", "d.tiff", "notes.txt"):
         (tmp_path / name).write_bytes(b"x")

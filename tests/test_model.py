@@ -15,7 +15,7 @@ from model.labels import ETHNICITIES, GENDERS, NUM_AGE_BINS
 from model.preprocess import prepare_batch, prepare_face
 from model.settings import INPUT_SIZE
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow  # TensorFlow and model builds
 
 
 def test_prepare_face_shapes_and_dtype():

@@ -74,7 +74,7 @@ def test_jitter_views_and_degradations_keep_shape():
 
 
 def test_jitter_spread_is_zero_for_a_model_that_ignores_framing_and_positive_otherwise():
-    from model.inference import HeadOutputs
+    from model.results import HeadOutputs
     from training.robustness import jitter_spread
 
     class Constant:

@@ -43,6 +43,7 @@ def photos(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
+@pytest.mark.slow
 def test_json_output_has_one_entry_per_image_and_goes_on_past_bad_files(analyzer, photos, capsys):
     folder = photos["astronaut"].parent
     code = predict.main(["--json", str(folder), "/nonexistent/x.jpg"], analyzer=analyzer)
@@ -65,6 +66,7 @@ def test_json_output_has_one_entry_per_image_and_goes_on_past_bad_files(analyzer
     assert "no such file" in by_name["x.jpg"]["error"]
 
 
+@pytest.mark.slow
 def test_exit_code_is_nonzero_only_when_nothing_could_be_read(analyzer, photos, capsys):
     assert predict.main(["--json", str(photos["broken"]), str(photos["text"])], analyzer=analyzer) == 1
     assert len(json.loads(capsys.readouterr().out)) == 2
@@ -72,6 +74,7 @@ def test_exit_code_is_nonzero_only_when_nothing_could_be_read(analyzer, photos, 
     capsys.readouterr()
 
 
+@pytest.mark.slow
 def test_table_output_is_readable(analyzer, photos, capsys):
     code = predict.main([str(photos["astronaut"]), str(photos["noise"]), str(photos["text"])], analyzer=analyzer)
     out = capsys.readouterr().out
@@ -83,8 +86,10 @@ def test_table_output_is_readable(analyzer, photos, capsys):
     assert any("readme.png" in line and "error" in line for line in lines)
 
 
+@pytest.mark.slow
 def test_gradcam_dir_writes_overlay_and_heatmap_per_face_and_head(analyzer, photos, tmp_path, monkeypatch, capsys):
     import model
+    from model import analyzer as analyzer_module
 
     fake = types.ModuleType("model.gradcam")
 
@@ -96,10 +101,10 @@ def test_gradcam_dir_writes_overlay_and_heatmap_per_face_and_head(analyzer, phot
         heat = np.zeros(photo.shape[:2], np.float32)
         x, y, w, h = face.box
         heat[y : y + h, x : x + w] = 1.0
-        return types.SimpleNamespace(photo_heatmap=heat, overlay=photo.copy())
+        return types.SimpleNamespace(head=head, photo_heatmap=heat, overlay=photo.copy())
 
     fake.GradCamExplainer = FakeExplainer
-    fake.explain_face = explain_face
+    monkeypatch.setattr(analyzer_module, "face_explanation", explain_face)
     monkeypatch.setitem(sys.modules, "model.gradcam", fake)
     monkeypatch.setattr(model, "gradcam", fake, raising=False)
     monkeypatch.setattr(analyzer, "_explainer", None)
@@ -116,9 +121,8 @@ def test_gradcam_dir_writes_overlay_and_heatmap_per_face_and_head(analyzer, phot
     assert Image.open(out_dir / "astronaut_face0_gender.png").size == (512, 512)
 
 
+@pytest.mark.slow
 def test_gradcam_dir_with_the_real_gradcam_module(analyzer, photos, tmp_path, capsys):
-    gradcam = pytest.importorskip("model.gradcam", reason="model/gradcam.py not written yet")
-    assert hasattr(gradcam, "explain_face")
     out_dir = tmp_path / "real"
     assert predict.main(["--gradcam-dir", str(out_dir), str(photos["astronaut"])], analyzer=analyzer) == 0
     capsys.readouterr()
@@ -127,6 +131,7 @@ def test_gradcam_dir_with_the_real_gradcam_module(analyzer, photos, tmp_path, ca
     assert np.asarray(Image.open(out_dir / "astronaut_face0_ethnicity.png")).shape == (512, 512, 3)
 
 
+@pytest.mark.slow
 def test_cli_runs_as_a_module_and_loads_a_model_file(untrained_model_path, photos):
     result = subprocess.run(
         [sys.executable, "-m", "model.predict", "--json", "--model", str(untrained_model_path), str(photos["astronaut"])],
@@ -147,6 +152,7 @@ def test_bad_arguments_and_empty_folders(tmp_path, capsys):
     assert "no image files" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_failing_gradcam_warns_and_keeps_the_results(analyzer, photos, tmp_path, monkeypatch, capsys):
     def broken(*args, **kwargs):
         raise RuntimeError("no gradients")
@@ -166,3 +172,20 @@ def test_gradcam_stems_never_collide():
     assert stems[:2] == ["me-2", "me"] and stems[3] == "you"
     assert len(set(stems)) == len(stems)
     assert all(stem.startswith(path.stem) for stem, path in zip(stems, paths, strict=True))
+
+
+def test_gradcam_files_of_dotted_names_never_overwrite_each_other(tmp_path, capsys):
+    from tests.app_support import FakeAnalyzer, portrait_bytes
+
+    names = ["a.b.jpg", "a.c.jpg", "two.faces.jpg", "25_1_2_20170116174525125.jpg.chip.jpg"]
+    for name in names:
+        (tmp_path / name).write_bytes(portrait_bytes("JPEG"))
+    out_dir = tmp_path / "cams"
+    args = ["--json", "--gradcam-dir", str(out_dir), *(str(tmp_path / n) for n in names)]
+    assert predict.main(args, analyzer=FakeAnalyzer(faces=2)) == 0
+    capsys.readouterr()
+    stems = [n[: -len(".jpg")] for n in names]
+    expected = {f"{stem}_face{i}_{head}.{ext}" for stem in stems for i in (0, 1)
+                for head in ("age", "gender", "ethnicity") for ext in ("png", "npy")}
+    assert {p.name for p in out_dir.iterdir()} == expected  # 4 photos x 2 faces x 3 heads x 2 files
+

@@ -166,6 +166,7 @@ def test_prepare_aligns_once_counts_failures_and_resumes(tmp_path):
     assert again["aligned"] == 3
 
 
+@pytest.mark.slow
 def test_prepare_runs_the_real_detector_on_a_real_portrait(tmp_path):
     """The real path: MTCNN finds the astronaut's face and the crop is UTKFace-framed."""
     from skimage import data

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from training.cache import cache_key, cached_images
-from training.data import index_utkface_dir
 from training.train import inverse_frequency_weights, parse_args, sample_weights
+
+pytestmark = pytest.mark.slow  # training.train and the losses load TensorFlow
 
 
 def test_inverse_frequency_weights_favour_rare_classes():
@@ -38,14 +38,22 @@ def test_augment_batch_keeps_shape_and_range():
     assert not np.allclose(out, images.numpy())
 
 
-def test_cache_round_trip(tmp_path, utkface_dir):
-    samples = index_utkface_dir(utkface_dir).samples[:6]
-    images, ok = cached_images(samples, 64, tmp_path)
-    assert images.shape == (6, 64, 64, 3) and ok.all()
-    assert len(list(tmp_path.glob("*.npz"))) == 1
-    again, _ = cached_images(samples, 64, tmp_path)
-    np.testing.assert_array_equal(images, again)
-    assert cache_key(samples, 64) != cache_key(samples[:5], 64) != cache_key(samples, 96)
+def test_projective_transforms_are_the_identity_or_the_mirror_without_geometry_jitter():
+    import tensorflow as tf
+
+    from training.augment import AugmentConfig, _transforms
+
+    tf.random.set_seed(3)
+    still = AugmentConfig(max_rotation_deg=0.0, zoom_range=(1.0, 1.0), max_shift=0.0)
+    rows = _transforms(64, 32, still).numpy()
+    identity = np.array([1, 0, 0, 0, 1, 0, 0, 0], np.float32)
+    mirror = np.array([-1, 0, 31, 0, 1, 0, 0, 0], np.float32)  # input x = 31 - output x
+    is_identity = np.isclose(rows, identity, atol=1e-5).all(1)
+    is_mirror = np.isclose(rows, mirror, atol=1e-5).all(1)
+    assert (is_identity | is_mirror).all() and 10 < is_mirror.sum() < 54  # half of them flipped
+    zoomed = _transforms(1, 32, AugmentConfig(max_rotation_deg=0.0, zoom_range=(2.0, 2.0), max_shift=0.0)).numpy()[0]
+    assert abs(zoomed[0]) == pytest.approx(0.5) and zoomed[4] == pytest.approx(0.5)  # 2x zoom samples half the side
+    assert zoomed[5] == pytest.approx(7.75)  # centred: 15.5 - 0.5 * 15.5
 
 
 def test_parse_args_defaults(monkeypatch, tmp_path):
@@ -56,7 +64,6 @@ def test_parse_args_defaults(monkeypatch, tmp_path):
         parse_args(["--data-dir", "x", "--schedule", "bogus"])
 
 
-@pytest.mark.slow
 def test_training_smoke_run_exports_model_and_card(tmp_path, monkeypatch):
     from tests.conftest import write_utkface_folder
     from training.train import main
@@ -83,7 +90,6 @@ def test_training_smoke_run_exports_model_and_card(tmp_path, monkeypatch):
     assert "interval_scale" in card["calibration"]["fitted"]
 
 
-@pytest.mark.slow
 def test_resume_continues_from_last_checkpoint(tmp_path, monkeypatch):
     from tests.conftest import write_utkface_folder
     from training.train import main
@@ -184,7 +190,6 @@ def test_real_photo_augmentation_degrades_but_keeps_shape_and_range():
     assert out.shape == faces.shape and out.min() >= 0 and out.max() <= 255
 
 
-@pytest.mark.slow
 def test_multi_source_training_with_partial_labels_and_ranges(tmp_path, monkeypatch):
     """Two prepared sources (one with gender only, one with age ranges) train, resume and export
     a card with an evaluation per source."""

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from model.image_io import IMAGE_SUFFIXES
 from model.labels import ETHNICITIES, GENDERS, valid_age
 
-IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 #: Fractions of the hash space per split (train / val / test).
 SPLIT_FRACTIONS: tuple[float, float, float] = (0.8, 0.1, 0.1)
@@ -256,14 +256,14 @@ def index_dataset(source: str | Path, progress: Progress | None = None, dedupe: 
 
 
 def load_rgb(sample: Sample) -> np.ndarray | None:
-    """Decode a sample to HxWx3 uint8 RGB; None if the file is unreadable or truncated."""
+    """Decode a sample to HxWx3 uint8 RGB (through model.image_io, as the app decodes
+    uploads); None if the file is unreadable or truncated."""
     if sample.pixels is not None:
         return np.repeat(sample.pixels[:, :, None], 3, axis=2)
-    import cv2
+    from model.image_io import ImageError, load_image
 
     assert sample.path is not None
-    buffer = np.fromfile(sample.path, dtype=np.uint8)
-    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
-    if image is None:
+    try:
+        return load_image(sample.path)
+    except ImageError:
         return None
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -158,6 +158,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if report.get("n", 0) > 0 else 1
 
 
+def degraded_reports(model, faces: np.ndarray, labels: dict[str, np.ndarray], flip_tta: bool,
+                     calibration=None) -> dict:
+    """Partial-label metrics of ``model`` on each degraded copy of ``faces``."""
+    from model.inference import Predictor
+    from training.robustness import DEGRADATIONS, degrade
+
+    predictor = Predictor(model, flip_tta=flip_tta, calibration=calibration)
+    return {
+        kind: evaluate_faces(model, np.stack([degrade(f, kind) for f in faces]), labels, predictor=predictor)
+        for kind in DEGRADATIONS
+    }
+
+
 def _spec(text: str):
     from training.prepare import SourceSpec
 
@@ -169,7 +182,6 @@ def _evaluate_prepared(args, model_file: Path) -> int:
     from model.calibration import load_for_model
     from model.inference import Predictor
     from training.prepare import load_prepared
-    from training.robustness import degraded_reports
     from training.sources import label_arrays
 
     model = load_model(model_file)

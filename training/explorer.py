@@ -1,9 +1,6 @@
-"""Dataset explorer: tables and Plotly figures from a dataset summary or a UTKFace folder.
-
-Two sources feed the same charts: the ``data`` summary stored in the model card
-(training.summary.summarize of the data the shipped model saw, so the explorer
-works without any data), or a UTKFace folder indexed on the fly, which adds
-per-face views (age by ethnicity, a grid of sample faces). No Streamlit here.
+"""Dataset explorer data: index a UTKFace folder into the model card's summary and a
+per-face table, pick filtered samples and thumbnails. The figures and display tables
+are in ui.dataset_charts.
 """
 
 from __future__ import annotations
@@ -12,10 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 
-from model.charts import ACCENT, ETHNICITY_COLOURS, GENDER_COLOURS, SEQUENTIAL, short_ethnicity, style_figure
-from model.labels import AGE_GROUP_NAMES, ETHNICITIES, GENDERS, age_group
+from model.labels import ETHNICITIES, GENDERS, age_group
 from training.data import DataIndex, Progress, index_utkface_dir
 from training.summary import summarize
 
@@ -38,129 +33,6 @@ def samples_frame(index: DataIndex) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS))
 
 
-def age_histogram(age_counts: dict[str, int], bin_width: int = 5) -> go.Figure:
-    """Faces per age bin of ``bin_width`` years, from per-year counts."""
-    bin_width = max(1, int(bin_width))
-    ages = np.array([int(a) for a in age_counts], int)
-    counts = np.array([int(c) for c in age_counts.values()], int)
-    if ages.size == 0:
-        return style_figure(go.Figure(), "Age distribution")
-    starts = np.arange(ages.max() // bin_width + 1) * bin_width
-    binned = np.bincount(ages // bin_width, weights=counts, minlength=len(starts))
-    labels = [f"{s}" if bin_width == 1 else f"{s}-{s + bin_width - 1}" for s in starts]
-    fig = go.Figure(go.Bar(x=starts + bin_width / 2, y=binned, width=bin_width * 0.95, marker_color=ACCENT,
-                           customdata=labels, hovertemplate="age %{customdata}: %{y:,} faces<extra></extra>"))
-    fig.update_xaxes(title="age (years)")
-    fig.update_yaxes(title="faces")
-    return style_figure(fig, "Age distribution", 360)
-
-
-def category_bar(counts: dict[str, int], attribute: str) -> go.Figure:
-    """Faces per gender or per ethnicity, with shares."""
-    colours = GENDER_COLOURS if attribute == "gender" else ETHNICITY_COLOURS
-    names = list(counts)
-    values = [int(counts[n]) for n in names]
-    total = max(sum(values), 1)
-    labels = [short_ethnicity(n) if attribute == "ethnicity" else n.capitalize() for n in names]
-    fig = go.Figure(go.Bar(
-        x=labels, y=values, marker_color=[colours.get(n, ACCENT) for n in names],
-        text=[f"{v / total:.0%}" for v in values], textposition="outside", cliponaxis=False,
-        hovertemplate="%{x}: %{y:,} faces<extra></extra>",
-    ))
-    fig.update_yaxes(title="faces")
-    return style_figure(fig, f"Faces by {attribute}", 330)
-
-
-def age_by_ethnicity(frame: pd.DataFrame, kind: str = "box") -> go.Figure:
-    """Age distribution per ethnicity as box plots or violins (needs per-face rows)."""
-    fig = go.Figure()
-    for name in ETHNICITIES:
-        ages = frame.loc[frame["ethnicity"] == name, "age"]
-        if ages.empty:
-            continue
-        trace = go.Violin(y=ages, name=short_ethnicity(name), box_visible=True, meanline_visible=True,
-                          line_color=ETHNICITY_COLOURS[name], points=False) if kind == "violin" else \
-            go.Box(y=ages, name=short_ethnicity(name), marker_color=ETHNICITY_COLOURS[name], boxmean=True)
-        fig.add_trace(trace)
-    fig.update_yaxes(title="age (years)")
-    fig.update_layout(showlegend=False)
-    return style_figure(fig, "Age by ethnicity", 380)
-
-
-def age_group_by_ethnicity(summary: dict) -> go.Figure:
-    """Stacked share of age groups within each ethnicity (from summary counts)."""
-    table = summary.get("age_group_by_ethnicity") or {}
-    fig = go.Figure()
-    totals = {e: sum(table.get(g, {}).get(e, 0) for g in AGE_GROUP_NAMES) for e in ETHNICITIES}
-    colours = _sequential(len(AGE_GROUP_NAMES))
-    for group, colour in zip(AGE_GROUP_NAMES, colours):
-        counts = [table.get(group, {}).get(e, 0) for e in ETHNICITIES]
-        shares = [c / totals[e] if totals[e] else 0 for c, e in zip(counts, ETHNICITIES)]
-        fig.add_bar(x=[short_ethnicity(e) for e in ETHNICITIES], y=shares, name=group, marker_color=colour,
-                    customdata=counts, hovertemplate=group + ": %{y:.0%} (%{customdata:,} faces)<extra></extra>")
-    fig.update_layout(barmode="stack", legend=dict(title="age group", traceorder="normal"))
-    fig.update_yaxes(tickformat=".0%", title="share of faces")
-    return style_figure(fig, "Age groups within each ethnicity", 380)
-
-
-def _sequential(n: int) -> list[str]:
-    from plotly.colors import sample_colorscale
-
-    return sample_colorscale(SEQUENTIAL, [0.25 + 0.75 * i / max(n - 1, 1) for i in range(n)])
-
-
-def gender_ethnicity_heatmap(summary: dict) -> go.Figure:
-    """Faces per gender x ethnicity cell."""
-    table = summary.get("gender_by_ethnicity") or {}
-    z = [[int(table.get(g, {}).get(e, 0)) for e in ETHNICITIES] for g in GENDERS]
-    fig = go.Figure(go.Heatmap(
-        z=z, x=[short_ethnicity(e) for e in ETHNICITIES], y=[g.capitalize() for g in GENDERS],
-        colorscale=SEQUENTIAL, text=[[f"{v:,}" for v in row] for row in z], texttemplate="%{text}",
-        hovertemplate="%{y}, %{x}: %{z:,} faces<extra></extra>", showscale=False,
-    ))
-    return style_figure(fig, "Gender x ethnicity", 330)
-
-
-def imbalance_table(summary: dict) -> pd.DataFrame:
-    """Per attribute: largest / smallest class and their ratio (1.0 = balanced)."""
-    rows = []
-    for attribute, key in (("gender", "gender_counts"), ("ethnicity", "ethnicity_counts"),
-                           ("age group", "age_group_counts")):
-        counts = {k: int(v) for k, v in (summary.get(key) or {}).items() if int(v) > 0}
-        if not counts:
-            continue
-        big, small = max(counts, key=counts.get), min(counts, key=counts.get)
-        rows.append({
-            "attribute": attribute,
-            "largest class": f"{_display(attribute, big)} ({counts[big]:,})",
-            "smallest class": f"{_display(attribute, small)} ({counts[small]:,})",
-            "ratio": round(counts[big] / counts[small], 2),
-        })
-    return pd.DataFrame(rows, columns=["attribute", "largest class", "smallest class", "ratio"])
-
-
-def _display(attribute: str, name: str) -> str:
-    return short_ethnicity(name) if attribute == "ethnicity" else name
-
-
-_QUALITY_LABELS: tuple[tuple[str, str], ...] = (
-    ("files_seen", "image files seen"),
-    ("kept", "faces kept"),
-    ("unparseable_names", "names that do not parse"),
-    ("unreadable_files", "unreadable files"),
-    ("duplicate_groups", "groups of identical images"),
-    ("duplicates_removed", "duplicate copies removed"),
-    ("conflicting_label_groups", "identical images with conflicting labels"),
-    ("conflicting_removed", "images dropped for conflicting labels"),
-)
-
-
-def quality_table(quality: dict) -> pd.DataFrame:
-    """Data-quality counts with plain-language names."""
-    rows = [{"check": label, "count": int(quality[key])} for key, label in _QUALITY_LABELS if key in quality]
-    return pd.DataFrame(rows, columns=["check", "count"])
-
-
 def filter_samples(frame: pd.DataFrame, genders: list[str] | None = None, ethnicities: list[str] | None = None,
                    ages: tuple[int, int] | None = None, limit: int = 24, seed: int = 0) -> pd.DataFrame:
     """A random (seeded) subset of at most ``limit`` faces matching the filters."""
@@ -181,27 +53,10 @@ def thumbnail(path: str | Path, size: int = 120) -> np.ndarray | None:
     """A small RGB thumbnail of a dataset image; None if it does not decode."""
     import cv2
 
-    buffer = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
-    if image is None:
+    from model.image_io import ImageError, load_image
+
+    try:
+        image = load_image(path)
+    except ImageError:
         return None
-    return cv2.cvtColor(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
-
-
-def sources_table(sources: dict) -> pd.DataFrame:
-    """One row per training source of a multi-source model: faces, labels it carries, weight."""
-    rows = []
-    for name, info in sources.items():
-        splits = info.get("splits") or {}
-        rows.append({
-            "source": name,
-            "aligned faces": info.get("n", 0),
-            "train / val / test": " / ".join(f"{splits.get(s, 0):,}" for s in ("train", "val", "test")),
-            "exact ages": info.get("with_exact_age", 0),
-            "age ranges": info.get("with_age_range", 0),
-            "genders": info.get("with_gender", 0),
-            "ethnicities": info.get("with_ethnicity", 0),
-            "people": info.get("identities", 0) or "",
-            "sampling weight": info.get("weight", 1.0),
-        })
-    return pd.DataFrame(rows)
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)

@@ -11,11 +11,11 @@ summary, the training history and the preprocessing contract go into the model c
 from __future__ import annotations
 
 import csv
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+from model.card import ModelCard
 from model.labels import AGE_GROUP_NAMES, ETHNICITIES, GENDERS
 from model.settings import UTKFACE_CROP_SIZE
 
@@ -73,21 +73,17 @@ def evaluate_by_source(model, arrays, flip_tta: bool, calibration=None) -> dict[
     return out
 
 
-def calibrate_model(predictor, cfg, arrays: dict, seed: int = 0):
+def calibrate_model(predictor, arrays: dict, probabilities, age_weight, seed: int = 0):
     """Fit :class:`model.calibration.Calibration` on the training split's features (drawn as
-    training drew them) and every source's validation faces, clean and (home source) degraded.
+    training drew them: ``probabilities`` per face, its age loss weighted by ``age_weight``)
+    and every source's validation faces, clean and (home source) degraded.
     Returns (calibration, card section with the fitted values and before/after per set)."""
     import numpy as np
 
     from training.calibrate import EvalSet, before_after, fit_calibration, training_age_prior
-    from training.prepare import SourceSpec
     from training.robustness import DEGRADATIONS, degrade
-    from training.train import sample_weights, sampling_probabilities
 
     train, val = arrays["train"], arrays["val"]
-    source_weights = [SourceSpec.parse(text).weight for text in cfg.sources] or [1.0]
-    probabilities = sampling_probabilities(train.source, source_weights)
-    age_weight = sample_weights(train.labels, cfg.class_weight_power, cfg.age_weight_power)["age"]
     prior = training_age_prior(train.labels, probabilities, age_weight)
     rng = np.random.default_rng(seed)
     drawn = rng.choice(len(train), size=min(len(train), 6000), replace=False, p=probabilities)
@@ -108,11 +104,13 @@ def calibrate_model(predictor, cfg, arrays: dict, seed: int = 0):
 
 
 def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes: float,
-                 weights_from: Path | None = None) -> dict:
+                 draws: tuple, weights_from: Path | None = None) -> dict:
     """Save the best checkpoint as ``cfg.output``; evaluate it per source and split; write the card.
 
     Flip averaging is chosen on the validation split only (age MAE of the first
     source, UTKFace in the shipped recipe); the test split is evaluated once.
+    ``draws`` is (draw probability, age-loss weight) per training face, as training used
+    them: the read-out calibration divides out the age prior they make.
     ``weights_from`` exports another model than the run's best checkpoint (a soup of them).
     """
     import keras
@@ -120,7 +118,8 @@ def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes:
     from model.architecture import build_model
     from model.calibration import calibration_path
     from model.inference import Predictor
-    from training.robustness import degraded_reports, jitter_spread
+    from training.evaluate import degraded_reports
+    from training.robustness import jitter_spread
 
     best = keras.saving.load_model(weights_from or run_dir / "best.keras", compile=False)
     model = build_model(cfg.input_size)
@@ -134,7 +133,9 @@ def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes:
     val_tta = evaluate_by_source(model, arrays["val"], flip_tta=True)
     first = names[0]
     flip_tta = (val_tta[first]["age_mae"] or 0) <= (val_plain[first]["age_mae"] or 0)
-    calibration, calibration_section = calibrate_model(Predictor(model, flip_tta=flip_tta), cfg, arrays)
+    probabilities, age_weight = draws
+    calibration, calibration_section = calibrate_model(Predictor(model, flip_tta=flip_tta), arrays, probabilities,
+                                                       age_weight)
     calibration.save(calibration_path(output))
     val = evaluate_by_source(model, arrays["val"], flip_tta, calibration)
     test = evaluate_by_source(model, arrays["test"], flip_tta, calibration)
@@ -149,37 +150,35 @@ def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes:
         faces = arrays["val"].images[arrays["val"].source == code][:JITTER_FACES]
         if len(faces):
             robustness[name] = jitter_spread(predictor, faces)
-    card = {
-        "name": output.stem,
-        "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "architecture": "MobileNetV2 (alpha 1.0, ImageNet init) + heads: age distribution (DLDL, expected value), gender, ethnicity",
-        "input": {
+    card = ModelCard(
+        name=output.stem,
+        created=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        architecture="MobileNetV2 (alpha 1.0, ImageNet init) + heads: age distribution (DLDL, expected value), gender, ethnicity",
+        input={
             "size": cfg.input_size,
             "channels": "RGB",
             "dtype": "uint8 values as float, scaled to [-1, 1] inside the model",
             "crop": f"UTKFace aligned & cropped framing ({UTKFACE_CROP_SIZE}x{UTKFACE_CROP_SIZE}), resized by model.preprocess.prepare_face",
         },
-        "labels": {"gender": list(GENDERS), "ethnicity": list(ETHNICITIES), "age_groups": list(AGE_GROUP_NAMES)},
-        "flip_tta": flip_tta,
-        "weights": str(weights_from) if weights_from else "best checkpoint by validation loss",
-        "data": summary,
-        "splits": summary["splits"],
-        # Raw read-out with and without flip averaging (the choice); calibrated figures below.
-        "validation_metrics": {"flip_tta": val_tta[first], "plain": val_plain[first]},
-        "calibration": calibration_section,
-        "test_metrics": test.get(first, {"n": 0}),
-        "evaluations": evaluations,
-        "framing_jitter": robustness,
-        "training": {
+        labels={"gender": list(GENDERS), "ethnicity": list(ETHNICITIES), "age_groups": list(AGE_GROUP_NAMES)},
+        flip_tta=flip_tta,
+        weights=str(weights_from) if weights_from else "best checkpoint by validation loss",
+        data=summary,
+        splits=summary["splits"],
+        validation_metrics={"flip_tta": val_tta[first], "plain": val_plain[first]},
+        calibration=calibration_section,
+        test_metrics=test.get(first, {"n": 0}),
+        evaluations=evaluations,
+        framing_jitter=robustness,
+        training={
             "minutes": round(train_minutes, 1),
             "machine": machine_description(),
             "config": {k: v for k, v in asdict(cfg).items() if k not in ("verbose",)},
             "history": read_history(run_dir / "history.csv"),
         },
-        "licence": LICENCE_NOTE,
-    }
-    card_path = Path(cfg.model_card) if cfg.model_card else output.parent / "model_card.json"
-    card_path.write_text(json.dumps(card, indent=2))
+        licence=LICENCE_NOTE,
+    )
+    card_path = card.write(Path(cfg.model_card) if cfg.model_card else output.parent / "model_card.json")
     summary_keys = ("n", "age_mae", "gender_accuracy", "ethnicity_accuracy")
     return {"output": str(output), "model_card": str(card_path),
             "test_metrics": {name: {k: r.get(k) for k in summary_keys} for name, r in test.items()}}

@@ -52,19 +52,19 @@ def transform_error(m: np.ndarray, size: int = 200) -> tuple[float, float, float
 
 def collect_landmarks(paths: list[Path]) -> np.ndarray:
     """(K, 5, 2) landmarks of the faces MTCNN finds in the given crops."""
-    import cv2
     from tqdm import tqdm
 
     from model.align import landmarks_array
     from model.face_detect import FaceDetector
+    from model.image_io import ImageError, load_image
 
     detector = FaceDetector()
     found = []
     for path in tqdm(paths, desc="detect", file=sys.stderr):
-        image = cv2.imread(str(path))
-        if image is None:
+        try:
+            rgb = load_image(path)
+        except ImageError:
             continue
-        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         face = pick_face(detector.detect(rgb), rgb.shape[1])
         if face is not None:
             found.append(landmarks_array(face.landmarks))

@@ -83,19 +83,6 @@ def degrade(face: np.ndarray, kind: str) -> np.ndarray:
     raise ValueError(f"unknown degradation {kind!r}; choose from {DEGRADATIONS}")
 
 
-def degraded_reports(model, faces: np.ndarray, labels: dict[str, np.ndarray], flip_tta: bool,
-                     calibration=None) -> dict:
-    """Partial-label metrics of ``model`` on each degraded copy of ``faces``."""
-    from model.inference import Predictor
-    from training.evaluate import evaluate_faces
-
-    predictor = Predictor(model, flip_tta=flip_tta, calibration=calibration)
-    return {
-        kind: evaluate_faces(model, np.stack([degrade(f, kind) for f in faces]), labels, predictor=predictor)
-        for kind in DEGRADATIONS
-    }
-
-
 def photo_sweep(analyzer, photo: np.ndarray, widths: tuple[int, ...] = (320, 480, 640, 800, 1024),
                 crops: tuple[float, ...] = (0.0, 0.03, 0.06, 0.1)) -> dict:
     """One photo resized to several widths and cropped by a few percent on each side,

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from model.architecture import DEFAULT_FINE_TUNE_FROM
+from model.labels import AGE_WEIGHT_BIN_YEARS, ETHNICITIES, GENDERS, NUM_AGE_WEIGHT_BINS
 
 
 @dataclass
@@ -171,12 +172,13 @@ def sample_weights(labels: dict[str, np.ndarray], power: float, age_power: float
     age_power = power if age_power is None else age_power
     has_age = labels["age_low"] >= 0
     middle = np.where(labels["age"] >= 0, labels["age"], (labels["age_low"] + labels["age_high"]) // 2)
-    age_bins = np.where(has_age, np.minimum(middle // 5, 20), -1)
-    age_w = _per_sample(inverse_frequency_weights(age_bins, 21, age_power), age_bins)
+    age_bins = np.where(has_age, np.minimum(middle // AGE_WEIGHT_BIN_YEARS, NUM_AGE_WEIGHT_BINS - 1), -1)
+    age_w = _per_sample(inverse_frequency_weights(age_bins, NUM_AGE_WEIGHT_BINS, age_power), age_bins)
     return {
         "age": np.where(has_age, np.clip(age_w, 0.25, 4.0), 0.0).astype(np.float32),
-        "gender": _per_sample(inverse_frequency_weights(labels["gender"], 2, power), labels["gender"]).astype(np.float32),
-        "ethnicity": _per_sample(inverse_frequency_weights(labels["ethnicity"], 5, power),
+        "gender": _per_sample(inverse_frequency_weights(labels["gender"], len(GENDERS), power),
+                              labels["gender"]).astype(np.float32),
+        "ethnicity": _per_sample(inverse_frequency_weights(labels["ethnicity"], len(ETHNICITIES), power),
                                  labels["ethnicity"]).astype(np.float32),
     }
 
@@ -486,7 +488,8 @@ def run(cfg: TrainConfig) -> dict:
         done = json.loads(state_file.read_text()) if state_file.is_file() else {}
         minutes = float(done.get("minutes", 0.0))  # the run's own training time
         return {"config": asdict(cfg), "train_minutes": minutes, "summary": summary,
-                **export_model(run_dir, cfg, arrays, summary, minutes, weights_from=Path(cfg.export_from))}
+                **export_model(run_dir, cfg, arrays, summary, minutes, (probabilities, weights["age"]),
+                               weights_from=Path(cfg.export_from))}
 
     strategy = make_strategy(cfg.strategy)
     with strategy.scope():
@@ -538,7 +541,7 @@ def run(cfg: TrainConfig) -> dict:
     if cfg.output:
         from training.export import export_model
 
-        result.update(export_model(run_dir, cfg, arrays, summary, train_minutes))
+        result.update(export_model(run_dir, cfg, arrays, summary, train_minutes, (probabilities, weights["age"])))
     return result
 
 

@@ -1,12 +1,9 @@
-"""App-side service: what the Streamlit pages do with photos, minus Streamlit.
+"""What the app does with photos, minus Streamlit: one photo's outcome, drawing boxes,
+texts and the per-face table.
 
-Pages stay thin and free of TensorFlow: they call these functions, and the face
-pipeline (model.analyzer, which pulls in TensorFlow) is imported only when an
-analyzer is built or its errors are classified. The analyzer is injectable through
-:func:`set_analyzer_override`, so UI tests can run the app with a small fake.
-
-Uploaded photos stay in memory: everything here works on ``bytes`` and arrays,
-nothing is written to disk or logged.
+The face pipeline (model.analyzer, which pulls in TensorFlow) is imported only when
+its errors are classified. Uploaded photos stay in memory: everything here works on
+``bytes`` and arrays, nothing is written to disk or logged.
 """
 
 from __future__ import annotations
@@ -17,14 +14,11 @@ import io
 import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from model import image_io, settings
-from model.labels import ETHNICITY_DISPLAY
 from model.settings import GENDER_UNSURE_BELOW
 
 #: File types the uploader accepts (lower case, without the dot).
@@ -33,19 +27,12 @@ MAX_UPLOAD_BYTES: int = settings.MAX_UPLOAD_MB * 1024 * 1024
 SAMPLE_NAME: str = "sample_astronaut.png"
 #: Longest side of photos shown in the browser.
 DISPLAY_MAX_SIDE: int = 1600
-#: Grad-CAM methods offered when model.gradcam cannot tell (it normally can).
-FALLBACK_METHODS: tuple[str, ...] = ("gradcam", "gradcam++")
 #: Box colours (RGB) cycled by face number; same order as the card badges.
 BOX_COLOURS: tuple[tuple[int, int, int], ...] = (
     (79, 70, 229), (219, 39, 119), (5, 150, 105), (217, 119, 6), (37, 99, 235), (124, 58, 237),
 )
 
-_override: Any | None = None
 _log = logging.getLogger(__name__)
-
-
-class ModelMissingError(FileNotFoundError):
-    """The model file to serve does not exist (fresh clone, or FACELENS_MODEL points nowhere)."""
 
 
 @dataclass
@@ -62,41 +49,6 @@ class PhotoAnalysis:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
-
-
-# --- the analyzer -----------------------------------------------------------------------------
-
-
-def set_analyzer_override(analyzer: Any | None) -> None:
-    """Serve ``analyzer`` instead of the model file (tests); None restores the real one."""
-    global _override
-    _override = analyzer
-
-
-def analyzer_override() -> Any | None:
-    return _override
-
-
-def build_analyzer(model_path: str | Path | None = None):
-    """The real FaceAnalyzer for ``model_path`` (default: settings.model_path())."""
-    path = Path(model_path) if model_path else settings.model_path()
-    if not path.is_file():
-        raise ModelMissingError(
-            f"No model file at {path}. Train one (python -m training.train ...) or point "
-            "FACELENS_MODEL at a .keras file."
-        )
-    from model.analyzer import FaceAnalyzer
-
-    return FaceAnalyzer(path)
-
-
-def explain_methods() -> tuple[str, ...]:
-    """Saliency methods model.gradcam implements."""
-    try:
-        from model.gradcam import GradCamExplainer
-    except ImportError:
-        return FALLBACK_METHODS
-    return tuple(getattr(GradCamExplainer, "METHODS", FALLBACK_METHODS))
 
 
 # --- photos -----------------------------------------------------------------------------------
@@ -266,20 +218,3 @@ def faces_json(analyses: list[PhotoAnalysis]) -> str:
         for a in analyses
     ]
     return json.dumps(payload, indent=2)
-
-
-def ethnicity_label(name: str) -> str:
-    return ETHNICITY_DISPLAY.get(name, name).split(" (")[0]
-
-
-# --- the model card ---------------------------------------------------------------------------
-
-
-def load_model_card(path: str | Path | None = None) -> dict | None:
-    """The model card as a dict, or None when it is missing or not valid JSON."""
-    path = Path(path) if path else settings.model_card_path()
-    try:
-        card = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return card if isinstance(card, dict) else None

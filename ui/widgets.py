@@ -1,53 +1,22 @@
-"""Streamlit building blocks shared by the pages: the cached analyzer, photo inputs,
-face cards, Grad-CAM views and result tables.
+"""Streamlit building blocks shared by the pages: photo inputs, face cards, Grad-CAM
+views and result tables.
 
 Pages call these and stay short flat scripts. The logic underneath lives in
-model.service (photos, tables), model.charts and training.explorer (figures);
-TensorFlow is only reached through the analyzer object.
+ui.photos (photos, tables) and ui.charts (figures); TensorFlow is only reached
+through the analyzer object.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import streamlit as st
 
-from model import charts, service, settings
-from model.labels import ETHNICITIES, GENDERS, HEAD_NAMES
+from model import settings
+from model.heatmap_draw import OVERLAY_ALPHA
+from model.labels import HEAD_CLASSES, HEAD_NAMES
+from model.results import CAM_METHODS, DEFAULT_CAM_METHOD
+from ui import charts, photos
 
-RESULTS_KEY = "facelens_results"
-#: Analysed photos kept per browser session (in memory only), by count and by decoded size.
-MAX_KEPT_PHOTOS = 12
-MAX_KEPT_PIXELS = 48_000_000  # ~144 MB of RGB: four 12 MP phone photos
 HEAD_TITLES: dict[str, str] = {"age": "Age", "gender": "Gender", "ethnicity": "Ethnicity"}
-HEAD_CLASSES: dict[str, tuple[str, ...]] = {"gender": GENDERS, "ethnicity": ETHNICITIES}
-METHOD_LABELS: dict[str, str] = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM"}
-
-
-# --- the analyzer -----------------------------------------------------------------------------
-
-
-@st.cache_resource(show_spinner=False, max_entries=1)
-def _cached_analyzer(model_path: str, modified: float):
-    """One analyzer per server; a replaced model file (new mtime) is loaded afresh."""
-    return service.build_analyzer(model_path)
-
-
-def get_analyzer():
-    """The analyzer, built once per server process; stops the page with a clear message if it can't be."""
-    override = service.analyzer_override()
-    if override is not None:
-        return override
-    path = settings.model_path()
-    try:
-        modified = path.stat().st_mtime if path.is_file() else 0.0
-        with st.spinner("Loading the face model (first visit only, a few seconds)..."):
-            return _cached_analyzer(str(path), modified)
-    except service.ModelMissingError as exc:
-        st.error(str(exc))
-    except Exception as exc:  # a corrupt or incompatible model file
-        st.error(f"Could not load the model from {path}: {type(exc).__name__}: {exc}")
-    st.stop()
 
 
 # --- photo inputs and results -----------------------------------------------------------------
@@ -62,7 +31,7 @@ def photo_sources(prefix: str) -> list[tuple[str, bytes]]:
     left, right = st.columns([3, 1], vertical_alignment="bottom")
     with left:
         uploads = st.file_uploader(
-            "Upload one or more photos", type=list(service.UPLOAD_TYPES), accept_multiple_files=True,
+            "Upload one or more photos", type=list(photos.UPLOAD_TYPES), accept_multiple_files=True,
             key=f"{prefix}_upload", max_upload_size=settings.MAX_UPLOAD_MB,
             help=f"JPG, PNG, HEIC (iPhone), WebP, BMP, GIF or TIFF, up to {settings.MAX_UPLOAD_MB} MB each. "
             "Photos stay in memory and are never stored.",
@@ -86,47 +55,14 @@ def photo_sources(prefix: str) -> list[tuple[str, bytes]]:
 def sample_source() -> tuple[str, bytes] | None:
     """(name, bytes) of the sample portrait, or None after explaining why it is unavailable."""
     try:
-        return service.SAMPLE_NAME, service.sample_photo_bytes()
+        return photos.SAMPLE_NAME, photos.sample_photo_bytes()
     except (ImportError, OSError) as exc:
         st.error(f"The sample photo comes with scikit-image, which is not available here ({exc}). "
                  "Install it with `pip install scikit-image`, or upload a photo.")
         return None
 
 
-def _results() -> OrderedDict:
-    return st.session_state.setdefault(RESULTS_KEY, OrderedDict())
-
-
-def analyze_all(analyzer, sources: list[tuple[str, bytes]]) -> list[service.PhotoAnalysis]:
-    """Analyse each photo once per session (reruns reuse the results)."""
-    store = _results()
-    out = []
-    for number, (name, data) in enumerate(sources, start=1):
-        digest = service.digest_of(data)
-        if digest not in store:
-            with st.spinner(f"Finding and analysing faces in {name} ({number}/{len(sources)})..."):
-                store[digest] = service.analyze_bytes(analyzer, name, data)
-        store.move_to_end(digest)
-        out.append(store[digest])
-    _evict(store, keep=len(sources))
-    return out
-
-
-def _evict(store: OrderedDict, keep: int) -> None:
-    """Forget the oldest photos beyond the count or pixel budget, never the ``keep`` newest."""
-    def pixels() -> int:
-        return sum(a.photo.shape[0] * a.photo.shape[1] for a in store.values() if a.photo is not None)
-
-    while len(store) > max(keep, 1) and (len(store) > MAX_KEPT_PHOTOS or pixels() > MAX_KEPT_PIXELS):
-        store.popitem(last=False)
-
-
-def session_results() -> list[service.PhotoAnalysis]:
-    """Analysed photos with faces, most recent first."""
-    return [a for a in reversed(_results().values()) if a.ok]
-
-
-def show_problems(analyses: list[service.PhotoAnalysis]) -> None:
+def show_problems(analyses: list[photos.PhotoAnalysis]) -> None:
     icons = {"no_face": ":material/face_retouching_off:", "too_many": ":material/groups:"}
     for analysis in analyses:
         if analysis.status in ("no_face", "too_many"):
@@ -135,9 +71,9 @@ def show_problems(analyses: list[service.PhotoAnalysis]) -> None:
             st.error(analysis.message, icon=":material/broken_image:")
 
 
-def faces_summary(analyses: list[service.PhotoAnalysis]) -> None:
+def faces_summary(analyses: list[photos.PhotoAnalysis]) -> None:
     """All faces of all photos in one table, with CSV and JSON downloads."""
-    frame = service.faces_frame(analyses)
+    frame = photos.faces_frame(analyses)
     st.subheader(f"All faces ({len(frame)})")
     st.dataframe(frame.drop(columns=["box_x", "box_y", "box_w", "box_h"]), hide_index=True, key="faces_table",
                  column_config={
@@ -146,18 +82,18 @@ def faces_summary(analyses: list[service.PhotoAnalysis]) -> None:
                      "detection_confidence": st.column_config.NumberColumn("detection", format="%.2f"),
                  })
     left, right, _ = st.columns([1, 1, 3])
-    left.download_button("Download CSV", service.faces_csv(analyses), "facelens_faces.csv", "text/csv",
+    left.download_button("Download CSV", photos.faces_csv(analyses), "facelens_faces.csv", "text/csv",
                          key="download_csv", icon=":material/download:")
-    right.download_button("Download JSON", service.faces_json(analyses), "facelens_faces.json",
+    right.download_button("Download JSON", photos.faces_json(analyses), "facelens_faces.json",
                           "application/json", key="download_json", icon=":material/download:")
 
 
-def photo_result(analysis: service.PhotoAnalysis, analyzer) -> None:
+def photo_result(analysis: photos.PhotoAnalysis, analyzer) -> None:
     """The photo with numbered boxes beside one card per face."""
     n = len(analysis.faces)
     photo_col, cards_col = st.columns([2, 3] if n == 1 else [1, 2])
     with photo_col:
-        st.image(service.for_display(service.annotate(analysis.photo, analysis.faces)), width="stretch",
+        st.image(photos.for_display(photos.annotate(analysis.photo, analysis.faces)), width="stretch",
                  caption=f"{analysis.name}: {n} face{'s' if n != 1 else ''} found")
     with cards_col:
         per_row = 1 if n == 1 else 2
@@ -167,21 +103,21 @@ def photo_result(analysis: service.PhotoAnalysis, analyzer) -> None:
                     face_card(analysis, face, analyzer)
 
 
-def face_card(analysis: service.PhotoAnalysis, face, analyzer) -> None:
+def face_card(analysis: photos.PhotoAnalysis, face, analyzer) -> None:
     key = f"{analysis.digest[:12]}_{face.index}"
     with st.container(border=True):
-        colour = service.box_colour_hex(face.index)
+        colour = photos.box_colour_hex(face.index)
         st.markdown(f"<span style='color:{colour};font-size:1.25rem'>&#9632;</span> **Face {face.index + 1}**",
                     unsafe_allow_html=True)
         thumb, numbers = st.columns([1, 1.4])
         slot = thumb.empty()
         with numbers:
             low, high = face.age_interval
-            st.metric("Estimated age", service.age_text(face.age),
+            st.metric("Estimated age", photos.age_text(face.age),
                       help="Expected value of the predicted age distribution.")
             st.caption(f"80% interval {low:.0f}-{high:.0f} years · age group {face.age_group}",
                        help="The model is 80% sure the apparent age lies in this range.")
-            headline, detail = service.gender_text(face.gender, face.gender_probability)
+            headline, detail = photos.gender_text(face.gender, face.gender_probability)
             st.metric("Gender", headline, help="UTKFace's binary gender label.")
             st.caption(detail)
         st.markdown("**Ethnicity** (UTKFace's coarse categories)")
@@ -193,16 +129,16 @@ def face_card(analysis: service.PhotoAnalysis, face, analyzer) -> None:
         if show_cam:
             head = st.segmented_control("Head", HEAD_NAMES, default="age", key=f"camhead_{key}",
                                         format_func=HEAD_TITLES.get, label_visibility="collapsed") or "age"
-        explanation = explain(analyzer, analysis, face, head) if show_cam else None
+        explanation = explanation_or_none(analyzer, analysis, face, head) if show_cam else None
         if explanation is not None:
-            slot.image(service.crop_box(explanation.overlay, face.box), width="stretch",
+            slot.image(photos.crop_box(explanation.overlay, face.box), width="stretch",
                        caption=f"Grad-CAM for {HEAD_TITLES[head].lower()}: {explanation.target_name}")
         else:
-            slot.image(service.crop_box(analysis.photo, face.box), width="stretch")
+            slot.image(photos.crop_box(analysis.photo, face.box), width="stretch")
 
 
-def explain(analyzer, analysis: service.PhotoAnalysis, face, head: str, target: int | None = None,
-            method: str = "gradcam", alpha: float = 0.45):
+def explanation_or_none(analyzer, analysis: photos.PhotoAnalysis, face, head: str, target: int | None = None,
+            method: str = DEFAULT_CAM_METHOD, alpha: float = OVERLAY_ALPHA):
     """One heat map, or None after showing why it failed (the page keeps running)."""
     try:
         with st.spinner(f"Computing {method_label(method)} for the {head} head..."):
@@ -213,14 +149,14 @@ def explain(analyzer, analysis: service.PhotoAnalysis, face, head: str, target: 
 
 
 def method_label(method: str) -> str:
-    return METHOD_LABELS.get(method, method)
+    return CAM_METHODS.get(method, method)
 
 
 def prediction_summary(face) -> None:
     """The three predictions of one face as a row of metrics."""
     age, gender, ethnicity = st.columns(3)
-    age.metric("Estimated age", service.age_text(face.age))
-    headline, detail = service.gender_text(face.gender, face.gender_probability)
+    age.metric("Estimated age", photos.age_text(face.age))
+    headline, detail = photos.gender_text(face.gender, face.gender_probability)
     gender.metric("Gender", headline, help=detail)
     ethnicity.metric("Ethnicity", charts.short_ethnicity(face.ethnicity),
                      help=f"probability {face.ethnicity_probabilities[face.ethnicity]:.0%}")
@@ -273,7 +209,7 @@ def sidebar_footer() -> None:
 
 
 def face_label(face) -> str:
-    headline = service.gender_text(face.gender, face.gender_probability)[0]
+    headline = photos.gender_text(face.gender, face.gender_probability)[0]
     return f"Face {face.index + 1}: about {face.age:.0f} years, {headline.lower()}"
 
 

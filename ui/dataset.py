@@ -1,20 +1,20 @@
 """Streamlit blocks of the Dataset explorer: folder indexing with a progress bar and
 caching, the headline numbers and the filterable grid of sample faces.
 
-The tables and figures come from training.explorer (no Streamlit there).
+The tables and figures come from ui.dataset_charts, the folder index from training.explorer.
 """
 
 from __future__ import annotations
 
 import contextvars
-import os
 from pathlib import Path
 
 import streamlit as st
 
-from model import charts, settings
+from model import settings
 from model.labels import ETHNICITIES, GENDERS
 from training import explorer
+from ui import charts
 
 
 def dataset_folder_default() -> str:
@@ -24,8 +24,7 @@ def dataset_folder_default() -> str:
 
 def folder_given_explicitly() -> bool:
     """True when UTKFACE_DIR names an existing folder (then the explorer starts on it)."""
-    value = os.environ.get("UTKFACE_DIR", "").strip()
-    return bool(value) and Path(value).expanduser().is_dir()
+    return settings.utkface_dir_from_env()
 
 
 

@@ -1,7 +1,7 @@
 """Plotly figures for the app: a face's ethnicity probabilities and the model card.
 
-Pure functions from plain dicts (FaceResult fields, the model card written by
-training/export.py) to figures, so they are testable without Streamlit and the
+Pure functions from FaceResult fields, the model card (model.card.ModelCard) and its
+metric sections to figures, so they are testable without Streamlit and the
 model page stays a short script. One palette for every chart in the app.
 """
 
@@ -12,6 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from model.card import ModelCard
 from model.labels import AGE_GROUP_NAMES, ETHNICITIES, ETHNICITY_DISPLAY, GENDERS
 
 ACCENT = "#4F46E5"
@@ -63,9 +64,9 @@ def ethnicity_bar(probabilities: dict[str, float], height: int = 210) -> go.Figu
 # --- the model card ---------------------------------------------------------------------------
 
 
-def headline_metrics(card: dict) -> list[tuple[str, str, str]]:
+def headline_metrics(card: ModelCard) -> list[tuple[str, str, str]]:
     """(label, value, help) for the test-split headline numbers."""
-    test = card.get("test_metrics") or {}
+    test = card.test_metrics or {}
     n = test.get("n", 0)
 
     def pct(value) -> str:
@@ -208,7 +209,7 @@ DEGRADATION_NAMES: dict[str, str] = {
 }
 
 
-def evaluations_table(card: dict) -> pd.DataFrame:
+def evaluations_table(card: ModelCard) -> pd.DataFrame:
     """One row per evaluation the model had (per source and split, plus degraded copies of
     the test photos), so users see side by side how it does off its home data."""
     rows = []
@@ -225,7 +226,7 @@ def evaluations_table(card: dict) -> pd.DataFrame:
             "gender ECE": report.get("gender_ece"),
         })
 
-    for name, entry in (card.get("evaluations") or {}).items():
+    for name, entry in (card.evaluations or {}).items():
         label = EVALUATION_NAMES.get(name, name)
         row(label, "validation", entry.get("val"))
         row(label, "test", entry.get("test"))
@@ -235,25 +236,25 @@ def evaluations_table(card: dict) -> pd.DataFrame:
     return frame.loc[:, frame.notna().any()] if len(frame) else frame  # drop figures no set has
 
 
-def jitter_table(card: dict) -> pd.DataFrame:
+def jitter_table(card: ModelCard) -> pd.DataFrame:
     """How much answers move when the same face is re-framed (the card's framing_jitter)."""
     rows = [
         {"data": EVALUATION_NAMES.get(name, name), "faces": r.get("faces"),
          "gender probability spread": r.get("gender_probability_sd"), "age spread (years)": r.get("age_sd_years"),
          "gender call flips": r.get("gender_call_flips")}
-        for name, r in (card.get("framing_jitter") or {}).items()
+        for name, r in (card.framing_jitter or {}).items()
     ]
     return pd.DataFrame(rows)
 
 
-def card_details(card: dict) -> pd.DataFrame:
+def card_details(card: ModelCard) -> pd.DataFrame:
     """The model card's identity, input contract, splits and main training settings as rows."""
-    splits = card.get("splits") or {}
-    config = (card.get("training") or {}).get("config") or {}
+    splits = card.splits or {}
+    config = (card.training or {}).get("config") or {}
     rows = [
-        ("name", card.get("name")), ("created", card.get("created")), ("architecture", card.get("architecture")),
-        ("input", ", ".join(f"{k}: {v}" for k, v in (card.get("input") or {}).items())),
-        ("flip test-time averaging", card.get("flip_tta")),
+        ("name", card.name), ("created", card.created), ("architecture", card.architecture),
+        ("input", ", ".join(f"{k}: {v}" for k, v in (card.input or {}).items())),
+        ("flip test-time averaging", card.flip_tta),
         ("train / val / test faces", " / ".join(f"{splits.get(s, 0):,}" for s in ("train", "val", "test"))),
     ]
     rows += [(f"training {key.replace('_', ' ')}", config[key]) for key in _CONFIG_KEYS if key in config]

@@ -1,0 +1,72 @@
+"""The model card: one typed reader and writer of ``model_card.json``.
+
+training/export.py writes it, the analyzer reads its flip-averaging choice and the
+app shows it. Its top-level keys are the fields of :class:`ModelCard`; the sections
+under them (metrics, data summary, training history) stay plain JSON dicts, as
+training.metrics and training.summary build them. Keys a newer card carries that this
+class does not know are kept in ``extra`` and written back unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class ModelCard:
+    """What a shipped model is, what it learned from and how well it does."""
+
+    name: str = ""
+    created: str = ""  # "%Y-%m-%d %H:%M:%S %Z" of the export
+    architecture: str = ""
+    input: dict[str, Any] = field(default_factory=dict)  # size, channels, dtype, crop
+    labels: dict[str, list[str]] = field(default_factory=dict)  # gender, ethnicity, age_groups
+    flip_tta: bool | None = None  # flip averaging, chosen on the validation split
+    weights: str = ""  # where the exported weights came from
+    data: dict[str, Any] | None = None  # training.summary.summarize of the training data
+    splits: dict[str, int] = field(default_factory=dict)  # faces per train / val / test
+    # raw read-out with and without flip averaging: the flip choice; every other figure is calibrated
+    validation_metrics: dict[str, Any] = field(default_factory=dict)  # {"flip_tta": ..., "plain": ...}
+    # training.calibrate: fitted read-out corrections and validation figures before/after, per set
+    calibration: dict[str, Any] = field(default_factory=dict)  # {"fitted": ..., "validation": ...}
+    test_metrics: dict[str, Any] = field(default_factory=dict)  # training.metrics report of the first source
+    evaluations: dict[str, Any] = field(default_factory=dict)  # source -> {"val", "test", "test_degraded"}
+    framing_jitter: dict[str, Any] = field(default_factory=dict)  # source -> training.robustness.jitter_spread
+    training: dict[str, Any] = field(default_factory=dict)  # minutes, machine, config, history
+    licence: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # keys this class does not know
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ModelCard:
+        known = {f.name for f in fields(cls)} - {"extra"}
+        return cls(**{k: v for k, v in raw.items() if k in known},
+                   extra={k: v for k, v in raw.items() if k not in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The card as JSON-able dict, keys in field order (``extra`` merged in)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        if not out["calibration"]:  # cards exported before read-out calibration have no such key
+            del out["calibration"]
+        return {**out, **self.extra}
+
+    def write(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=2))
+        return path
+
+
+def read_card(path: str | Path | None = None) -> ModelCard | None:
+    """The card at ``path`` (default ``settings.model_card_path()``); None when it is
+    missing, not valid JSON or not a JSON object."""
+    if path is None:
+        from model import settings
+
+        path = settings.model_card_path()
+    try:
+        raw = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return ModelCard.from_dict(raw) if isinstance(raw, dict) else None

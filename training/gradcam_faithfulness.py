@@ -1,0 +1,298 @@
+"""Are the Grad-CAM maps faithful? An occlusion study of model.gradcam's heat maps.
+
+Hiding a map's hottest pixels must lower the explained output (the target class
+probability, or the expected age in years) more than hiding random blobs of the same
+area. Run on the astronaut portrait and four variants (shipped with scikit-image)
+and, when a UTKFace folder is configured, on UTKFace crops:
+
+    python -m training.gradcam_faithfulness [--model PATH] [--utkface 100] [--methods gradcam scorecam]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+from model.heatmap_draw import predicted_target
+from model.labels import HEAD_NAMES
+from model.results import CAM_METHODS, DEFAULT_CAM_METHOD
+
+if TYPE_CHECKING:
+    from model.gradcam import GradCamExplainer
+
+#: Share of the face crop hidden by :func:`occlusion_test`.
+OCCLUSION_FRACTION: float = 0.2
+
+
+@dataclass(frozen=True)
+class OcclusionResult:
+    """Occlusion check of one heat map: how much hiding pixels lowers the explained output.
+
+    The explained output is the target class probability (gender, ethnicity) or the
+    expected age in years (age). A faithful map has ``drop_hot > drop_random``.
+    """
+
+    head: str
+    target: int | None
+    fraction: float  # share of the face crop hidden
+    base: float  # explained output of the untouched face
+    drop_hot: float  # base minus the output with the hottest pixels hidden
+    drop_random: float  # mean of base minus the output with random blobs hidden
+
+    @property
+    def margin(self) -> float:
+        return self.drop_hot - self.drop_random
+
+
+def box_region(box: tuple[float, float, float, float], crop_affine: np.ndarray, size: int = 128) -> np.ndarray:
+    """(size, size) bool: the face crop's pixels inside a photo box (x, y, w, h).
+
+    The aligned crop shows more than the detected face (UTKFace framing keeps hair
+    and some background); this picks the face box's own pixels.
+    """
+    x, y, w, h = (float(v) for v in box)
+    corners = np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]])
+    m = np.asarray(crop_affine, np.float64).reshape(2, 3)
+    quad = corners @ m[:, :2].T + m[:, 2]
+    mask = np.zeros((size, size), np.uint8)
+    cv2.fillConvexPoly(mask, np.round(quad * 16).astype(np.int32), 1, lineType=cv2.LINE_8, shift=4)
+    return mask.astype(bool)
+
+
+def occlusion_masks(
+    heatmap: np.ndarray,
+    fraction: float = OCCLUSION_FRACTION,
+    rng: np.random.Generator | None = None,
+    n_random: int = 8,
+    grid: int = 4,
+    region: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The hottest ``fraction`` of the ``region``'s pixels, and ``n_random`` random masks of the same size.
+
+    Random masks are the top pixels of a smooth random field on the CAM's own
+    ``grid`` (blobs shaped like a heat map's), not scattered single pixels, whose
+    salt-and-pepper edges would hurt a CNN for reasons of their own.
+    heatmap (S, S) float; region (S, S) bool, default everything.
+    Returns hot (S, S) bool and random (n_random, S, S) bool.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    rng = rng if rng is not None else np.random.default_rng(0)
+    heat = np.asarray(heatmap, np.float64)
+    eligible = np.ones(heat.shape, bool) if region is None else np.asarray(region, bool)
+    if eligible.shape != heat.shape or not eligible.any():
+        raise ValueError(f"region must be a non-empty bool mask of shape {heat.shape}")
+    size, k = heat.size, int(round(fraction * int(eligible.sum())))
+
+    def top(values: np.ndarray) -> np.ndarray:
+        ranked = np.where(eligible, values, -np.inf).ravel()
+        order = np.lexsort((rng.random(size), -ranked))  # highest first, ties broken at random
+        mask = np.zeros(size, bool)
+        mask[order[:k]] = True
+        return mask.reshape(heat.shape)
+
+    fields = [cv2.resize(rng.random((grid, grid)).astype(np.float32), heat.shape[::-1],
+                         interpolation=cv2.INTER_CUBIC) for _ in range(n_random)]
+    return top(heat), np.stack([top(f) for f in fields]) if fields else np.zeros((0, *heat.shape), bool)
+
+
+def occlude(face_input: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Copy of the (S, S, 3) uint8 face with ``mask`` pixels set to the face's mean colour."""
+    out = np.array(face_input, np.uint8, copy=True)
+    out[mask] = np.round(face_input.reshape(-1, 3).mean(0)).astype(np.uint8)
+    return out
+
+
+def occlusion_test(
+    explainer: GradCamExplainer,
+    face_input: np.ndarray,
+    heatmap: np.ndarray,
+    head: str,
+    target: int | str | None = None,
+    fraction: float = OCCLUSION_FRACTION,
+    rng: np.random.Generator | None = None,
+    n_random: int = 8,
+    region: np.ndarray | None = None,
+) -> OcclusionResult:
+    """How much hiding the hottest ``fraction`` of the face (``region``, e.g.
+    :func:`box_region`; default the whole crop) lowers the explained output, against
+    hiding random blobs of the same area. One batched forward pass."""
+    face = np.asarray(face_input, np.uint8)
+    index, _ = explainer.resolve_target(head, target, face)
+    hot, random_masks = occlusion_masks(heatmap, fraction, rng, n_random, explainer.cam_shape[0], region)
+    batch = np.stack([face, occlude(face, hot), *(occlude(face, m) for m in random_masks)])
+    values = explainer.explained_output(batch, head, index).astype(np.float64)
+    drops = values[0] - values[1:]
+    return OcclusionResult(head=head, target=index, fraction=fraction, base=float(values[0]),
+                        drop_hot=float(drops[0]), drop_random=float(drops[1:].mean()) if n_random else 0.0)
+
+
+@dataclass(frozen=True)
+class OcclusionSummary:
+    """Occlusion check of one head and method over several faces."""
+
+    head: str
+    method: str
+    faces: int
+    drop_hot: float  # mean over faces
+    drop_random: float  # mean over faces
+    wins: int  # faces where hiding the hot pixels hurt more than hiding random blobs
+    t_stat: float  # paired t statistic of (hot - random) over faces; nan below 2 faces
+
+    @property
+    def faithful(self) -> bool:
+        return self.drop_hot > self.drop_random
+
+
+def summarize_occlusion(
+    explainer: GradCamExplainer,
+    face_inputs: Sequence[np.ndarray],
+    regions: Sequence[np.ndarray | None] | None = None,
+    targets: Sequence[Mapping[str, int | str | None]] | None = None,
+    methods: Sequence[str] = (DEFAULT_CAM_METHOD,),
+    heads: Sequence[str] = HEAD_NAMES,
+    fraction: float = OCCLUSION_FRACTION,
+    n_random: int = 16,
+    seed: int = 0,
+) -> list[OcclusionSummary]:
+    """:func:`occlusion_test` of every head and method over many faces, averaged.
+
+    face_inputs: (S, S, 3) uint8 crops; regions: per face, the pixels eligible for
+    hiding (None: the whole crop); targets: per face, {head: class} (default predicted).
+    """
+    out = []
+    for method in methods:
+        for head in heads:
+            hot, rand = [], []
+            for i, face in enumerate(face_inputs):
+                target = (targets[i] if targets else {}).get(head)
+                heat = explainer.heatmap(face, head, target, method)
+                result = occlusion_test(explainer, face, heat, head, target, fraction, np.random.default_rng(seed),
+                                      n_random, regions[i] if regions else None)
+                hot.append(result.drop_hot)
+                rand.append(result.drop_random)
+            diff = np.array(hot) - np.array(rand)
+            t = diff.mean() / (diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 and diff.std() > 0 else np.nan
+            out.append(OcclusionSummary(head, method, len(diff), float(np.mean(hot)), float(np.mean(rand)),
+                                           int((diff > 0).sum()), float(t)))
+    return out
+
+
+def _shifted(photo: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    out = np.zeros_like(photo)
+    h, w = photo.shape[:2]
+    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = photo[
+        max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)
+    ]
+    return out
+
+
+def astronaut_variants() -> dict[str, np.ndarray]:
+    """skimage's astronaut (shipped with the package, 512x512 RGB uint8) and flipped,
+    shifted, brighter and darker copies: a few real faces that need no download."""
+    from skimage import data
+
+    photo = data.astronaut()
+    return {
+        "original": photo,
+        "flipped": np.ascontiguousarray(photo[:, ::-1]),
+        "shifted": _shifted(photo, 40, 25),
+        "brighter": np.clip(photo * 1.3 + 10, 0, 255).astype(np.uint8),
+        "darker": (photo * 0.7).astype(np.uint8),
+    }
+
+
+def occlusion_on_photos(
+    analyzer: Any,
+    photos: Mapping[str, np.ndarray],
+    explainer: GradCamExplainer | None = None,
+    methods: Sequence[str] = (DEFAULT_CAM_METHOD,),
+    **kwargs: Any,
+) -> list[OcclusionSummary]:
+    """Occlusion check of the first face of each photo, hiding pixels of its detected box.
+
+    ``analyzer``: a ``model.analyzer.FaceAnalyzer`` (anything whose ``analyze(photo)``
+    returns faces with ``box``, ``face_input``, ``crop_affine`` and predicted classes).
+    """
+    if explainer is None:
+        from model.gradcam import GradCamExplainer
+
+        explainer = GradCamExplainer(analyzer.model)
+    faces = []
+    for name, photo in photos.items():
+        found = analyzer.analyze(photo)
+        if not found:
+            raise ValueError(f"no face found in photo {name!r}")
+        faces.append(found[0])
+    return summarize_occlusion(
+        explainer,
+        [face.face_input for face in faces],
+        regions=[box_region(face.box, face.crop_affine, explainer.input_size) for face in faces],
+        targets=[{head: predicted_target(face, head) for head in HEAD_NAMES} for face in faces],
+        methods=methods,
+        **kwargs,
+    )
+
+
+def utkface_faces(directory: str | Path, n: int, seed: int = 0, size: int = 128) -> list[np.ndarray]:
+    """``n`` UTKFace aligned crops, drawn at random (fixed seed), prepared as face inputs.
+
+    The chips are already framed like the training data: each is a whole face crop.
+    """
+    from model.image_io import ImageError, load_image
+    from model.preprocess import prepare_face
+
+    files = sorted(Path(directory).glob("*.jpg"))
+    if len(files) < n:
+        raise ValueError(f"need {n} UTKFace images in {directory}, found {len(files)}")
+    faces = []
+    for i in np.random.default_rng(seed).choice(len(files), n, replace=False):
+        try:
+            faces.append(prepare_face(load_image(files[i]), size))
+        except ImageError:
+            continue
+    return faces
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.gradcam_faithfulness", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=None, help="model file (default: FACELENS_MODEL or the shipped one)")
+    parser.add_argument("--utkface", type=int, default=100,
+                        help="also this many UTKFace crops when UTKFACE_DIR (or ../shared) has them")
+    parser.add_argument("--methods", nargs="+", default=list(CAM_METHODS), choices=list(CAM_METHODS))
+    args = parser.parse_args(argv)
+
+    from model import settings
+    from model.analyzer import FaceAnalyzer
+    from model.gradcam import GradCamExplainer
+
+    path = Path(args.model) if args.model else settings.model_path()
+    analyzer = FaceAnalyzer(path)
+    explainer = GradCamExplainer(analyzer.model)
+    print(f"model: {path}")
+    print(f"hide {OCCLUSION_FRACTION:.0%} of the face (mean colour): hottest pixels vs random blobs (16 draws); "
+          "drop of the target probability, or of the expected age in years")
+    sets = [("astronaut x5 (face box)",
+             occlusion_on_photos(analyzer, astronaut_variants(), explainer, args.methods))]
+    folder = settings.utkface_dir()
+    if folder is not None and args.utkface > 0:
+        faces = utkface_faces(folder, args.utkface)
+        sets.append((f"UTKFace x{len(faces)} (whole crop)",
+                     summarize_occlusion(explainer, faces, methods=args.methods, n_random=8)))
+    for label, rows in sets:
+        for row in rows:
+            print(f"{label:26s} {row.method:10s} {row.head:10s} hot {row.drop_hot:+8.3f}  random "
+                  f"{row.drop_random:+8.3f}  hot wins {row.wins:3d}/{row.faces:<3d} t={row.t_stat:+5.1f}  "
+                  f"{'faithful' if row.faithful else 'NOT faithful'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

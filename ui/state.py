@@ -1,0 +1,99 @@
+"""The app's state: one cached analyzer per server (or a test's fake) and each browser
+session's analysed photos."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from model import settings
+from ui import photos
+
+RESULTS_KEY = "facelens_results"
+#: Analysed photos kept per browser session (in memory only), by count and by decoded size.
+MAX_KEPT_PHOTOS = 12
+MAX_KEPT_PIXELS = 48_000_000  # ~144 MB of RGB: four 12 MP phone photos
+
+_override: Any | None = None
+
+
+class ModelMissingError(FileNotFoundError):
+    """The model file to serve does not exist (fresh clone, or FACELENS_MODEL points nowhere)."""
+
+
+def set_analyzer_override(analyzer: Any | None) -> None:
+    """Serve ``analyzer`` instead of the model file (tests); None restores the real one."""
+    global _override
+    _override = analyzer
+
+
+def build_analyzer(model_path: str | Path | None = None):
+    """The real FaceAnalyzer for ``model_path`` (default: settings.model_path())."""
+    path = Path(model_path) if model_path else settings.model_path()
+    if not path.is_file():
+        raise ModelMissingError(
+            f"No model file at {path}. Train one (python -m training.train ...) or point "
+            "FACELENS_MODEL at a .keras file."
+        )
+    from model.analyzer import FaceAnalyzer
+
+    return FaceAnalyzer(path)
+
+
+@st.cache_resource(show_spinner=False, max_entries=1)
+def _cached_analyzer(model_path: str, modified: float):
+    """One analyzer per server; a replaced model file (new mtime) is loaded afresh."""
+    return build_analyzer(model_path)
+
+
+def get_analyzer():
+    """The analyzer, built once per server process; stops the page with a clear message if it can't be."""
+    override = _override
+    if override is not None:
+        return override
+    path = settings.model_path()
+    try:
+        modified = path.stat().st_mtime if path.is_file() else 0.0
+        with st.spinner("Loading the face model (first visit only, a few seconds)..."):
+            return _cached_analyzer(str(path), modified)
+    except ModelMissingError as exc:
+        st.error(str(exc))
+    except Exception as exc:  # a corrupt or incompatible model file
+        st.error(f"Could not load the model from {path}: {type(exc).__name__}: {exc}")
+    st.stop()
+
+
+def _results() -> OrderedDict:
+    return st.session_state.setdefault(RESULTS_KEY, OrderedDict())
+
+
+def analyze_all(analyzer, sources: list[tuple[str, bytes]]) -> list[photos.PhotoAnalysis]:
+    """Analyse each photo once per session (reruns reuse the results)."""
+    store = _results()
+    out = []
+    for number, (name, data) in enumerate(sources, start=1):
+        digest = photos.digest_of(data)
+        if digest not in store:
+            with st.spinner(f"Finding and analysing faces in {name} ({number}/{len(sources)})..."):
+                store[digest] = photos.analyze_bytes(analyzer, name, data)
+        store.move_to_end(digest)
+        out.append(store[digest])
+    _evict(store, keep=len(sources))
+    return out
+
+
+def _evict(store: OrderedDict, keep: int) -> None:
+    """Forget the oldest photos beyond the count or pixel budget, never the ``keep`` newest."""
+    def pixels() -> int:
+        return sum(a.photo.shape[0] * a.photo.shape[1] for a in store.values() if a.photo is not None)
+
+    while len(store) > max(keep, 1) and (len(store) > MAX_KEPT_PHOTOS or pixels() > MAX_KEPT_PIXELS):
+        store.popitem(last=False)
+
+
+def session_results() -> list[photos.PhotoAnalysis]:
+    """Analysed photos with faces, most recent first."""
+    return [a for a in reversed(_results().values()) if a.ok]
