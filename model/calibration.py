@@ -30,6 +30,15 @@ from model.postprocess import age_intervals, expected_age
 #: Above this unfamiliarity (if the calibration has no own threshold), a face is flagged.
 DEFAULT_WARN_ABOVE: float = math.inf
 
+#: What the app, the CLI and the API say about a face far from the training data.
+UNFAMILIAR_WARNING = "Unlike the photos this model learned from: treat these estimates with care."
+
+
+def unfamiliarity_text(unfamiliarity: float) -> str:
+    """The figure behind the warning, in words."""
+    return (f"Unfamiliarity {unfamiliarity:.1f}: this face's features are {unfamiliarity:.1f} times as far from "
+            "the training data as an ordinary validation face's.")
+
 
 def _linear(params: tuple[float, float], u: np.ndarray) -> np.ndarray:
     a, b = params

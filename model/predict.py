@@ -28,6 +28,8 @@ JSON_FACE_KEYS: tuple[str, ...] = (
     "gender_probability",
     "ethnicity",
     "ethnicity_probabilities",
+    "unfamiliarity",
+    "unfamiliar",
 )
 
 
@@ -127,7 +129,9 @@ def format_table(entries: list[dict[str, Any]]) -> str:
             gender = f"{face['gender']} {face['gender_probability']:.0%}"
             eth = face["ethnicity"]
             eth_text = f"{ETHNICITY_DISPLAY.get(eth, eth)} {face['ethnicity_probabilities'][eth]:.0%}"
-            lines.append(f"{name:32s} {i:4d}  {box:20s} {age:18s} {gender:14s} {eth_text}")
+            flag = (f"  ! unlike the training photos (unfamiliarity {face['unfamiliarity']:.1f})"
+                    if face.get("unfamiliar") else "")
+            lines.append(f"{name:32s} {i:4d}  {box:20s} {age:18s} {gender:14s} {eth_text}{flag}")
     return "\n".join(lines)
 
 

@@ -39,6 +39,19 @@ if not evaluations.empty:
                    "small rotations). Spread is the mean per-face standard deviation of the answer.")
         st.dataframe(jitter, hide_index=True, key="table_jitter")
 
+uncertainty = charts.calibration_table(card)
+if not uncertainty.empty:
+    fitted = (card.calibration or {}).get("fitted") or {}
+    st.header("Knowing when it is out of its depth")
+    st.caption(
+        "Each face gets an unfamiliarity score: how far its features lie from the training photos' (1 = an ordinary "
+        "validation face). The 80% age interval widens with it, gender and ethnicity probabilities are tempered "
+        "with it, and faces above "
+        f"{fitted.get('warn_above', float('nan')):.2f} are flagged on their card. The age read-out also divides "
+        f"out {fitted.get('age_prior_power', 0):.0%} of the training data's age mix (which pulls older faces "
+        "young). Fitted on validation faces only; before = the network's raw read-out, after = what the app shows.")
+    st.dataframe(uncertainty, hide_index=True, key="table_calibration", column_config=widgets.CALIBRATION_COLUMNS)
+
 st.header("Confusion matrices")
 left, right = st.columns([2, 3])
 for column, head in ((left, "gender"), (right, "ethnicity")):

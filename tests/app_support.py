@@ -48,8 +48,9 @@ def blank_bytes(size: int = 200) -> bytes:
 class FakeAnalyzer:
     """Implements the FaceAnalyzer interface the app uses, deterministically."""
 
-    def __init__(self, faces: int = 1):
+    def __init__(self, faces: int = 1, unfamiliar: bool = False):
         self.faces = faces
+        self.unfamiliar = unfamiliar  # every face far from the training data (unfamiliarity 2.5)
         self.explain_calls: list[tuple] = []
 
     def load_photo(self, image) -> np.ndarray:
@@ -88,6 +89,7 @@ class FakeAnalyzer:
                 ethnicity_probabilities=eth_probs,
                 gender_probabilities={g: (0.9 if g == gender else 0.1) for g in GENDERS},
                 face_input=np.zeros((128, 128, 3), np.uint8), crop_affine=affine,
+                unfamiliarity=2.5 if self.unfamiliar else 0.9, unfamiliar=self.unfamiliar,
             ))
         return results
 
@@ -162,6 +164,17 @@ def write_model_card(path: Path, n_test: int = 200) -> Path:
             "utkface": {"val": test, "test": test, "test_degraded": {"grayscale": {**test, "gender_accuracy": 0.88}}},
             "celeba": {"val": {"n": 50, "n_gender": 50, "gender_accuracy": 0.95, "gender_ece": 0.02, "age_mae": None},
                        "test": {"n": 0}},
+        },
+        "calibration": {
+            "fitted": {"age_prior_power": 0.25, "warn_above": 1.8, "interval_scale": [0.9, 1.5]},
+            "validation": {
+                "utkface": {"before": {"n": 100, "interval_coverage": 0.86, "interval_mean_width": 16.4},
+                            "after": {"n": 100, "interval_coverage": 0.8, "interval_mean_width": 14.9,
+                                      "flagged_unfamiliar": 0.01}},
+                "utkface, jpeg_20": {"before": {"n": 100, "interval_coverage": 0.7, "gender_ece": 0.06},
+                                     "after": {"n": 100, "interval_coverage": 0.79, "gender_ece": 0.03,
+                                               "flagged_unfamiliar": 0.2}},
+            },
         },
         "framing_jitter": {"utkface": {"faces": 100, "views": 8, "gender_probability_sd": 0.03, "age_sd_years": 1.1,
                                        "gender_call_flips": 0.04}},

@@ -65,6 +65,18 @@ def test_sample_photo_gives_a_face_card(fake):
     assert chart["data"][0]["type"] == "bar" and len(values(chart["data"][0]["x"])) == 5
 
 
+def test_a_face_unlike_the_training_photos_is_flagged_on_its_card(fake):
+    at = _app()
+    at.button(key="analyze_sample").click().run()
+    assert not any("Unlike the photos" in w.value for w in at.warning)  # an ordinary face: no warning
+    fake.unfamiliar = True
+    at = _app()  # a new session: the first analysis of the photo is kept per session
+    at.button(key="analyze_sample").click().run()
+    assert not at.exception
+    warnings = [w.value for w in at.warning if "Unlike the photos this model learned from" in w.value]
+    assert len(warnings) == 1 and "Unfamiliarity 2.5" in warnings[0]
+
+
 def test_grad_cam_switch_shows_an_overlay_per_head(fake):
     at = _app()
     at.button(key="analyze_sample").click().run()

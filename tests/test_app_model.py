@@ -43,9 +43,16 @@ def test_model_page_shows_every_section(monkeypatch, tmp_path):
     rows = values(confusion["z"])
     assert len(rows) == 5 and all(abs(sum(row) - 1) < 1e-6 for row in rows)  # row-normalised
     headers = [h.value for h in at.header]
-    assert headers == ["Where it is more and less accurate", "Off its home data", "Confusion matrices", "Calibration", "Training",
-                       "Limits and responsible use"]
+    assert headers == ["Where it is more and less accurate", "Off its home data", "Knowing when it is out of its depth",
+                       "Confusion matrices", "Calibration", "Training", "Limits and responsible use"]
     evaluations, jitter = at.dataframe[0].value, at.dataframe[1].value  # the first two tables of the page
+    uncertainty = at.dataframe[2].value
+    assert list(uncertainty["data"]) == ["UTKFace", "UTKFace, JPEG quality 20"]
+    assert uncertainty["80% interval covers: before"].tolist() == [0.86, 0.7]
+    assert uncertainty["80% interval covers: after"].tolist() == [0.8, 0.79]
+    assert uncertainty["flagged unfamiliar"].tolist() == [0.01, 0.2]
+    assert "ethnicity ECE: after" not in uncertainty  # no set has it
+    assert any("above 1.80 are flagged" in c.value for c in at.caption)
     assert list(evaluations["data"]) == ["UTKFace", "UTKFace", "UTKFace, grayscale", "CelebA (held-out people)"]
     assert list(evaluations["split"]) == ["validation", "test", "test", "validation"]
     assert evaluations["gender accuracy"].tolist()[2:] == [0.88, 0.95]

@@ -97,8 +97,7 @@ def calibrate_model(predictor, arrays: dict, probabilities, age_weight, seed: in
     for kind in DEGRADATIONS:
         if len(home):
             faces = np.stack([degrade(f, kind) for f in home.images])
-            sets.append(EvalSet(f"{val.names[0]}, {kind.replace('_', ' ')}", predictor.raw(faces), home.labels,
-                                degraded=True))
+            sets.append(EvalSet(f"{val.names[0]}, {kind}", predictor.raw(faces), home.labels, degraded=True))
     calibration, fitted = fit_calibration(fit_features, sets[0].raw["features"], prior, sets)
     return calibration, {"fitted": fitted, "validation": before_after(sets, calibration)}
 

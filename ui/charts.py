@@ -236,6 +236,39 @@ def evaluations_table(card: ModelCard) -> pd.DataFrame:
     return frame.loc[:, frame.notna().any()] if len(frame) else frame  # drop figures no set has
 
 
+def set_label(name: str) -> str:
+    """A calibration set's key ("utkface" or "utkface, jpeg_20") as the Model page names it."""
+    source, _, kind = name.partition(", ")
+    label = EVALUATION_NAMES.get(source, source)
+    return f"{label}, {DEGRADATION_NAMES.get(kind, kind)}" if kind else label
+
+
+#: Figures of the uncertainty table: (column title, key in training.calibrate.set_report).
+CALIBRATION_FIGURES: tuple[tuple[str, str], ...] = (
+    ("80% interval covers", "interval_coverage"),
+    ("interval width (years)", "interval_mean_width"),
+    ("age bias (years)", "age_bias"),
+    ("gender ECE", "gender_ece"),
+    ("ethnicity ECE", "ethnicity_ece"),
+)
+
+
+def calibration_table(card: ModelCard) -> pd.DataFrame:
+    """Per validation set, what the read-out calibration changed: interval coverage and width,
+    age bias, calibration error (before -> after), and the share of faces flagged as unfamiliar."""
+    rows = []
+    for name, entry in ((card.calibration or {}).get("validation") or {}).items():
+        before, after = entry.get("before") or {}, entry.get("after") or {}
+        row = {"data": set_label(name), "faces": after.get("n")}
+        for title, key in CALIBRATION_FIGURES:
+            row[f"{title}: before"] = before.get(key)
+            row[f"{title}: after"] = after.get(key)
+        row["flagged unfamiliar"] = after.get("flagged_unfamiliar")
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    return frame.loc[:, frame.notna().any()] if len(frame) else frame
+
+
 def jitter_table(card: ModelCard) -> pd.DataFrame:
     """How much answers move when the same face is re-framed (the card's framing_jitter)."""
     rows = [

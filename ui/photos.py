@@ -180,7 +180,8 @@ def crop_box(image: np.ndarray, box: tuple[int, int, int, int], margin: float = 
 
 TABLE_COLUMNS: tuple[str, ...] = (
     "photo", "face", "age", "age_low", "age_high", "age_group", "gender", "gender_probability",
-    "ethnicity", "ethnicity_probability", "detection_confidence", "box_x", "box_y", "box_w", "box_h",
+    "ethnicity", "ethnicity_probability", "detection_confidence", "unfamiliarity", "unfamiliar",
+    "box_x", "box_y", "box_w", "box_h",
 )
 
 
@@ -202,6 +203,8 @@ def faces_frame(analyses: list[PhotoAnalysis]) -> pd.DataFrame:
                 "ethnicity": face.ethnicity,
                 "ethnicity_probability": round(float(face.ethnicity_probabilities[face.ethnicity]), 3),
                 "detection_confidence": round(float(face.detection_confidence), 3),
+                "unfamiliarity": None if face.unfamiliarity is None else round(float(face.unfamiliarity), 2),
+                "unfamiliar": bool(face.unfamiliar),
                 "box_x": x, "box_y": y, "box_w": w, "box_h": h,
             })
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import streamlit as st
 
 from model import settings
+from model.calibration import UNFAMILIAR_WARNING, unfamiliarity_text
 from model.heatmap_draw import OVERLAY_ALPHA
 from model.labels import HEAD_CLASSES, HEAD_NAMES
 from model.results import CAM_METHODS, DEFAULT_CAM_METHOD
@@ -120,6 +121,9 @@ def face_card(analysis: photos.PhotoAnalysis, face, analyzer) -> None:
             headline, detail = photos.gender_text(face.gender, face.gender_probability)
             st.metric("Gender", headline, help="UTKFace's binary gender label.")
             st.caption(detail)
+        if face.unfamiliar:
+            st.warning(f"{UNFAMILIAR_WARNING} {unfamiliarity_text(face.unfamiliarity)} Its age interval is "
+                       "wider and its probabilities less sure for that reason.", icon="⚠️")
         st.markdown("**Ethnicity** (UTKFace's coarse categories)")
         st.plotly_chart(charts.ethnicity_bar(face.ethnicity_probabilities), key=f"eth_{key}",
                         config={"displayModeBar": False})
@@ -220,6 +224,18 @@ PER_CLASS_COLUMNS = {
     "precision": st.column_config.NumberColumn("precision", format="percent",
                                                help="Share of predictions of this class that were right."),
 }
+
+def _calibration_columns() -> dict:
+    formats = {"80% interval covers": "percent", "interval width (years)": "%.1f", "age bias (years)": "%+.2f",
+               "gender ECE": "%.3f", "ethnicity ECE": "%.3f"}
+    columns = {f"{title}: {when}": st.column_config.NumberColumn(format=fmt)
+               for title, fmt in formats.items() for when in ("before", "after")}
+    columns["flagged unfamiliar"] = st.column_config.NumberColumn(
+        format="percent", help="Share of faces the app flags as unlike the photos the model learned from.")
+    return columns
+
+
+CALIBRATION_COLUMNS = _calibration_columns()
 
 EVALUATION_COLUMNS = {
     "age MAE (years)": st.column_config.NumberColumn(format="%.2f"),
