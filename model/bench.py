@@ -1,6 +1,7 @@
 """Benchmark of the face pipeline (figures printed; not a test).
 
     python -m model.bench [--model PATH] [--repeats 30]
+    python -m model.bench --video [--seconds 20]   # the live loop (model.live_bench)
 
 On a 640x480 JPEG of scikit-image's astronaut portrait (one face) it reports the
 median time per stage (decode, detect, align, model, total), the same photo through
@@ -81,7 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None, help="model file (default: FACELENS_MODEL or shipped)")
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--video", action="store_true", help="benchmark the live video loop instead")
+    from model import live_bench
+
+    live_bench.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.video:
+        return live_bench.main(args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     import resource
