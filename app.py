@@ -15,6 +15,7 @@ st.set_page_config(page_title="facelens", page_icon=":material/face:", layout="w
 
 pages = [
     st.Page("pages/analyze.py", title="Analyze", icon=":material/photo_camera:", url_path="analyze", default=True),
+    st.Page("pages/live.py", title="Live", icon=":material/videocam:", url_path="live"),
     st.Page("pages/explain.py", title="Explain", icon=":material/visibility:", url_path="explain"),
     st.Page("pages/dataset.py", title="Dataset explorer", icon=":material/bar_chart:", url_path="dataset"),
     st.Page("pages/model_card.py", title="Model", icon=":material/model_training:", url_path="model"),

@@ -64,7 +64,9 @@ class LiveConfig:
     smoothing: float = 0.3  # weight of the newest frame in the per-track moving average
     max_frame_age: float = 0.25  # seconds; older frames are dropped, not processed
     search_margin: float = 0.6  # search window grows the box by this share of its width on each side
+    catch_up_margin: float = 1.5  # the same, for the first search after a detection of an older frame
     template_width: int = 40  # px: faces are matched at this width (downscaled), whatever their size
+    new_stream_after: float = 2.0  # seconds without frames: the next frame starts afresh (no old tracks)
 
 
 @dataclass
@@ -108,6 +110,7 @@ class Track:
     template_frame: int  # frame number the template was taken from
     history: dict[int, np.ndarray] = field(default_factory=dict)  # frame number -> box (recent only)
     missed: int = 0  # consecutive frames the template was not found
+    catching_up: bool = False  # box is from an older frame (background detection): search wider once
     undetected: int = 0  # consecutive detections that did not find this face
     gender: np.ndarray | None = None  # smoothed (2,) probabilities
     ethnicity: np.ndarray | None = None  # smoothed (5,)
@@ -224,17 +227,24 @@ class FrameClock:
     WebRTC frames carry a presentation time on the sender's clock; the smallest
     (arrival - media time) seen so far is taken as the fixed offset between the two
     clocks (the least-delayed frame), so a frame's age is how much later it reached
-    us than that best case.
+    us than that best case. A new stream (media time going backwards, or a pause of
+    ``restart_after`` seconds) starts the estimate afresh.
     """
 
-    def __init__(self, clock=time.monotonic):
+    def __init__(self, clock=time.monotonic, restart_after: float = 2.0):
         self.clock = clock
+        self.restart_after = restart_after
         self.offset: float | None = None
+        self._last: tuple[float, float] | None = None  # (arrival, media time) of the previous frame
 
     def age(self, media_time: float | None) -> float:
         if media_time is None:
             return 0.0
-        offset = self.clock() - float(media_time)
+        now, media_time = self.clock(), float(media_time)
+        if self._last is not None and (media_time < self._last[1] or now - self._last[0] > self.restart_after):
+            self.offset = None
+        self._last = (now, media_time)
+        offset = now - media_time
         if self.offset is None or offset < self.offset:
             self.offset = offset
         return offset - self.offset
@@ -249,6 +259,7 @@ class LiveStats:
         self._lock = threading.Lock()
         self._frames: deque[tuple[float, dict[str, float], float, int]] = deque()
         self._detections: deque[tuple[float, float]] = deque()
+        self._received: deque[tuple[float, int]] = deque()  # (time, frames that arrived together)
         self.processed = 0
         self.dropped = 0
         self.last_frame_at: float | None = None
@@ -265,22 +276,28 @@ class LiveStats:
         with self._lock:
             self._detections.append((self.clock(), seconds))
 
+    def add_received(self, count: int) -> None:
+        with self._lock:
+            self._received.append((self.clock(), count))
+
     def add_dropped(self, count: int = 1) -> None:
         with self._lock:
             self.dropped += count
 
     def _trim(self, now: float) -> None:
-        for queue in (self._frames, self._detections):
+        for queue in (self._frames, self._detections, self._received):
             while queue and queue[0][0] < now - self.window:
                 queue.popleft()
 
     def snapshot(self) -> dict[str, Any]:
-        """fps, median ms per stage, median and 90th-percentile latency ms, counts (plain floats)."""
+        """fps (annotated, and camera frames in), median ms per stage, median and 90th-percentile
+        latency ms, counts (plain floats)."""
         now = self.clock()
         with self._lock:
             self._trim(now)
             frames = list(self._frames)
             detections = [s for _, s in self._detections]
+            received = list(self._received)
             out: dict[str, Any] = {"processed": self.processed, "dropped": self.dropped,
                                    "idle_s": None if self.last_frame_at is None else now - self.last_frame_at}
         if len(frames) >= 2:
@@ -288,6 +305,9 @@ class LiveStats:
             out["fps"] = (len(frames) - 1) / span
         else:
             out["fps"] = 0.0
+        # camera frames per second reaching the processor (the ones it skipped included)
+        out["input_fps"] = (sum(n for _, n in received[1:]) / max(received[-1][0] - received[0][0], 1e-6)
+                            if len(received) >= 2 else 0.0)
         out["stages_ms"] = {
             stage: 1000.0 * float(np.median([t.get(stage, 0.0) for _, t, _, _ in frames])) if frames else 0.0
             for stage in STAGES
@@ -379,6 +399,7 @@ class LiveProcessor:
         self.stats = LiveStats(clock=clock)
         self.tracks: list[Track] = []
         self.frame_number = 0
+        self.frame_size: tuple[int, int] | None = None  # (height, width) of the latest frame
         self.detection_error: str | None = None
         self._worker = DetectionWorker(detector) if background else None
         self._last_detect_request = -(10**9)
@@ -391,6 +412,7 @@ class LiveProcessor:
 
     def latest(self, frames: list) -> Any:
         """The newest of the frames that queued up while the last one was processed; the rest count as dropped."""
+        self.stats.add_received(len(frames))
         if len(frames) > 1:
             self.stats.add_dropped(len(frames) - 1)
         return frames[-1] if frames else None
@@ -400,7 +422,14 @@ class LiveProcessor:
         if age_s > self.config.max_frame_age:
             self.stats.add_dropped()
             return None
+        last = self.stats.last_frame_at
+        if last is not None and self.clock() - last > self.config.new_stream_after:
+            self.tracks = []  # a new stream (or a long stall): old boxes mean nothing now
+            self._last_detect_request = -(10**9)
         t0 = time.perf_counter()
+        if self.frame_size is not None and frame.shape[:2] != self.frame_size:
+            self._rescale(frame.shape[:2])  # WebRTC lowers the resolution when a side is short of CPU
+        self.frame_size = frame.shape[:2]
         self.frame_number += 1
         number = self.frame_number
         grey = to_grey(frame)
@@ -476,7 +505,7 @@ class LiveProcessor:
             self.detection_error = f"{type(job.error).__name__}: {job.error}"
             return
         self.detection_error = None
-        if grey is None:
+        if grey is None or grey.shape != self.frame_size:  # detected before a resolution change
             return
         cfg = self.config
         det_boxes = [np.array(d.box, np.float64) for d in job.detections]
@@ -518,16 +547,28 @@ class LiveProcessor:
         track.history = {det_number: box}
         track.undetected = 0
         track.missed = 0
+        track.catching_up = det_number != self.frame_number
         return True
 
     # -- tracking ----------------------------------------------------------------------------
+
+    def _rescale(self, size: tuple[int, int]) -> None:
+        """Carry the tracks over to a new frame size (same view, other resolution)."""
+        ry, rx = size[0] / self.frame_size[0], size[1] / self.frame_size[1]
+        for track in self.tracks:
+            track.box = track.box * np.array([rx, ry, rx, ry])
+            track.landmarks = track.landmarks * np.array([rx, ry])
+            track.scale = track.scale / rx  # the template keeps its pixels; frame pixels changed size
+            track.history = {}
 
     def _track(self, grey: np.ndarray, number: int) -> None:
         cfg = self.config
         keep = []
         for track in self.tracks:
             if track.template_frame != number:
-                box, score = locate(grey, track.template, track.scale, track.box, cfg.search_margin)
+                margin = cfg.catch_up_margin if track.catching_up else cfg.search_margin
+                box, score = locate(grey, track.template, track.scale, track.box, margin)
+                track.catching_up = False
                 if score >= cfg.track_min_score:
                     track.landmarks = track.landmarks + (box[:2] - track.box[:2])
                     track.box = box

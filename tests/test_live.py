@@ -149,6 +149,16 @@ def test_a_face_that_leaves_is_dropped_and_a_newcomer_gets_a_free_number():
     assert iou(newcomer.box, truth_box(40, 150)) > 0.8
 
 
+def test_tracks_survive_a_change_of_resolution():
+    live = processor(detect_every=50)
+    for x in (100, 104, 108):
+        live.process(scene({1: (x, 80)}))
+    small = cv2.resize(scene({1: (112, 80)}), (W // 2, H // 2), interpolation=cv2.INTER_AREA)
+    out = live.process(small)  # the sender halved the resolution: no detection is due, tracking carries on
+    assert [f.number for f in out.faces] == [1]
+    assert iou(out.faces[0].box, (56, 40, SIDE // 2, SIDE // 2)) > 0.7
+
+
 def test_labels_are_smoothed_per_track_instead_of_flickering():
     model = FakeModel(female=(0.95, 0.05), ages=(20, 40))  # raw answers flip every frame
     live = processor(model=model, smoothing=0.3)
@@ -206,6 +216,21 @@ def test_frame_clock_measures_lateness_against_the_fastest_frame():
     now[0] = 100.400  # frame captured at 0.066 arrives 334 ms late
     assert clock.age(0.066) == pytest.approx(0.334)
     assert clock.age(None) == 0.0
+    now[0] = 100.5  # a new stream: its media clock starts again at 0
+    assert clock.age(0.0) == 0.0
+    now[0] = 100.533
+    assert clock.age(0.033) == pytest.approx(0.0)
+
+
+def test_a_new_stream_forgets_the_old_faces():
+    now = [0.0]
+    live = LiveProcessor(FakeDetector(), FakeModel(), LiveConfig(new_stream_after=2.0), background=False,
+                         clock=lambda: now[0])
+    assert [f.number for f in live.process(scene({1: (20, 20)})).faces] == [1]
+    now[0] = 10.0  # camera stopped and started again; someone else is in view elsewhere
+    out = live.process(scene({2: (200, 120)}))
+    assert [f.number for f in out.faces] == [1] and len(live.tracks) == 1
+    assert iou(out.faces[0].box, truth_box(200, 120)) > 0.8
 
 
 def test_background_detection_never_blocks_frames():
@@ -215,13 +240,15 @@ def test_background_detection_never_blocks_frames():
     out = live.process(scene({1: (50, 50)}))  # detection starts on a thread and waits at the gate
     assert out.faces == [] and detector.calls <= 1
     for i in range(3):  # frames keep flowing while MTCNN is busy (the face moves meanwhile)
-        out = live.process(scene({1: (50 + 6 * (i + 1), 50)}))
+        out = live.process(scene({1: (50 + 20 * (i + 1), 50)}))
         assert out.faces == []
     gate.set()
     assert live.wait_for_detection()
-    out = live.process(scene({1: (74, 50)}))  # the detection of frame 1 lands on frame 5, face moved 24 px
+    out = live.process(scene({1: (130, 60)}))  # frame 1's detection lands on frame 5: the face moved 80 px
     assert [f.number for f in out.faces] == [1]
-    assert iou(out.faces[0].box, truth_box(74, 50)) > 0.8
+    assert iou(out.faces[0].box, truth_box(130, 60)) > 0.8
+    out = live.process(scene({1: (140, 60)}))  # and is followed from there
+    assert iou(out.faces[0].box, truth_box(140, 60)) > 0.8
 
 
 def test_detection_errors_are_reported_and_the_stream_goes_on():
@@ -263,9 +290,10 @@ def test_stats_report_fps_latency_and_stage_medians():
     for i in range(21):
         now[0] = i * 0.05  # 20 frames per second
         stats.add_frame({"total": 0.03, "model": 0.01}, latency=0.04 + 0.001 * i, faces=1)
+        stats.add_received(2)  # two camera frames arrive per annotated one: 40 in
     stats.add_detection(0.2)
     snap = stats.snapshot()
-    assert snap["fps"] == pytest.approx(20.0)
+    assert snap["fps"] == pytest.approx(20.0) and snap["input_fps"] == pytest.approx(40.0)
     assert snap["stages_ms"]["total"] == pytest.approx(30.0) and snap["stages_ms"]["model"] == pytest.approx(10.0)
     assert snap["latency_ms"] == pytest.approx(50.0) and snap["detect_ms"] == pytest.approx(200.0)
     now[0] = 10.0
