@@ -58,6 +58,7 @@ class LiveConfig:
 
     detect_every: int = 8  # frames between detections while every face is tracked
     iou_match: float = 0.3  # a detection continues a track when their boxes overlap this much
+    rejoin_distance: float = 2.5  # or, for a track lost meanwhile, when centres are this many box widths apart
     track_min_score: float = 0.5  # template correlation below this: the face is lost in this frame
     max_missed: int = 3  # frames a track may be lost before it is removed
     max_undetected: int = 2  # detections in a row that may miss a tracked face before it is removed
@@ -149,6 +150,25 @@ def match_boxes(old: list, new: list, threshold: float) -> tuple[list[tuple[int,
         used_new.add(j)
     return (pairs, [i for i in range(len(old)) if i not in used_old],
             [j for j in range(len(new)) if j not in used_new])
+
+
+def match_nearby(old: list, new: list, max_distance: float, eligible: list[bool]) -> list[tuple[int, int]]:
+    """Greedy pairs (old i, new j) of eligible old boxes and new boxes whose centres are less
+    than ``max_distance`` old-box widths apart, closest first."""
+    def centre(b):
+        return np.array([b[0] + b[2] / 2, b[1] + b[3] / 2], np.float64)
+
+    scored = sorted((float(np.linalg.norm(centre(a) - centre(b))) / max(float(a[2]), 1.0), i, j)
+                    for i, a in enumerate(old) if eligible[i] for j, b in enumerate(new))
+    pairs, used_old, used_new = [], set(), set()
+    for distance, i, j in scored:
+        if distance >= max_distance:
+            break
+        if i not in used_old and j not in used_new:
+            pairs.append((i, j))
+            used_old.add(i)
+            used_new.add(j)
+    return pairs
 
 
 def ema(previous: np.ndarray | None, new: np.ndarray, weight: float) -> np.ndarray:
@@ -511,6 +531,14 @@ class LiveProcessor:
         det_boxes = [np.array(d.box, np.float64) for d in job.detections]
         then = [t.history.get(det_number, t.box) for t in self.tracks]
         pairs, lost, new = match_boxes(then, det_boxes, cfg.iou_match)
+        # A face the tracker lost (it jumped, or frames were skipped) keeps its number when it
+        # is detected again nearby: second pass, lost tracks by centre distance in box widths.
+        for i, j in match_nearby([then[i] for i in lost], [det_boxes[j] for j in new], cfg.rejoin_distance,
+                                 [not self.tracks[i].visible for i in lost]):
+            pairs.append((lost[i], new[j]))
+        matched_tracks, matched_dets = {i for i, _ in pairs}, {j for _, j in pairs}
+        lost = [i for i in lost if i not in matched_tracks]
+        new = [j for j in new if j not in matched_dets]
         keep: list[Track] = []
         for i, j in pairs:
             track, det = self.tracks[i], job.detections[j]

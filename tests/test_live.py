@@ -149,6 +149,21 @@ def test_a_face_that_leaves_is_dropped_and_a_newcomer_gets_a_free_number():
     assert iou(newcomer.box, truth_box(40, 150)) > 0.8
 
 
+def test_a_face_the_tracker_loses_keeps_its_number_when_detected_again_nearby():
+    detector = FakeDetector()
+    live = processor(detector, detect_every=40, max_missed=60)
+    live.process(scene({1: (60, 80)}))
+    out = live.process(scene({1: (170, 80)}))  # jumps almost two widths: beyond the tracker's search window
+    assert out.faces == [] and len(live.tracks) == 1  # lost for now, not yet forgotten
+    for _ in range(30):
+        out = live.process(scene({1: (170, 80)}))
+        if out.faces:
+            break
+    assert detector.calls == 2  # the loss asked for a detection long before detect_every
+    assert [f.number for f in out.faces] == [1] and len(live.tracks) == 1
+    assert iou(out.faces[0].box, truth_box(170, 80)) > 0.8
+
+
 def test_tracks_survive_a_change_of_resolution():
     live = processor(detect_every=50)
     for x in (100, 104, 108):
