@@ -9,6 +9,9 @@ script in pages/ and the logic lives in model/ and training/.
 import streamlit as st
 
 from model import ui
+from ui import runtime
+
+runtime.keep_keras_session()  # a cleared Keras session makes the next model call ~20x slower
 
 st.set_page_config(page_title="facelens", page_icon=":material/face:", layout="wide",
                    menu_items={"About": "facelens: a MobileNetV2 with three heads trained on UTKFace, CelebA and East Asian adults."})

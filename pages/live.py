@@ -20,7 +20,7 @@ video, side = st.columns([3, 2])
 with video:
     ctx = live.streamer(webrtc, processor)
 with side:
-    st.fragment(run_every=1.0)(live.figures)(ctx, processor)
+    st.fragment(run_every=live.REFRESH_S)(live.figures)(ctx, processor)
     if st.button("Freeze and analyze", key="live_freeze", icon=":material/pause_circle:",
                  help="Keep the current frame and open it on the Analyze page: full cards and Grad-CAM."):
         live.freeze(processor)

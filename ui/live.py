@@ -15,6 +15,8 @@ from model.live import FrameClock, LiveProcessor
 PROCESSOR_KEY = "live_processor"
 STREAM_KEY = "live_stream"
 CONNECTING_SINCE_KEY = "live_connecting_since"
+#: Seconds between refreshes of the figures (each refresh is a short script run).
+REFRESH_S = 2.0
 #: Seconds of "connecting" (or of a connection with no frames) before the page says WebRTC failed.
 CONNECT_TIMEOUT_S = 20.0
 #: Consecutive frames dropped as stale before the frame clock starts its estimate afresh.
