@@ -483,6 +483,11 @@ class LiveProcessor:
         with self._last_lock:
             return self._last
 
+    def close(self, timeout: float = 30.0) -> None:
+        """Let a running background detection finish (a process must not exit in the middle of one)."""
+        if self._worker is not None:
+            self._worker.collect(wait=timeout)
+
     def wait_for_detection(self, timeout: float = 30.0) -> bool:
         """Tests: block until a background detection finishes and apply it on the next frame."""
         if self._worker is None or not self._worker.busy:

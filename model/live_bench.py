@@ -188,6 +188,7 @@ def main(args) -> int:
     clip = astronaut_clip(int(4 * args.fps), fps=args.fps)  # one 4-second cycle, looped
     processor = LiveProcessor(analyzer.detector, predictor, config)
     result = run(processor, clip, args.seconds, args.fps, transport=not args.no_transport)
+    processor.close()
     snap = processor.stats.snapshot()
     faces = result["faces"]
     print(f"\nlive loop, 640x480 clip at {args.fps:.0f} fps, {args.seconds:.0f} s measured after a warm-up, "

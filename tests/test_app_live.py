@@ -80,7 +80,7 @@ def test_playing_stream_shows_fps_latency_stage_times_and_labels(fake):
     at.run()
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
-    assert float(metrics["Annotated frames per second"]) > 0
+    assert float(metrics["Annotated fps"]) > 0
     assert metrics["Latency"].endswith(" ms")
     assert any(md.value.startswith("**1: 30 y, Female**") for md in at.markdown)
     assert any("model" in c.value and "per frame (medians)" in c.value for c in at.caption)

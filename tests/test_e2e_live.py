@@ -72,12 +72,13 @@ def test_live_page_streams_annotated_video_with_labels_and_fps(app_url, clip):  
         try:
             page = browser.new_page(viewport={"width": 1440, "height": 1000})
             page.set_default_timeout(STEP_MS)
-            page.goto(f"{app_url}/live", wait_until="domcontentloaded", timeout=STEP_MS)
+            page.goto(app_url, wait_until="domcontentloaded", timeout=STEP_MS)
+            page.get_by_test_id("stSidebarNav").get_by_role("link", name="Live", exact=True).click()
             expect(page.get_by_role("heading", name="Live camera")).to_be_visible()
             start = page.frame_locator(COMPONENT).get_by_role("button", name=re.compile("start", re.I))
             start.click(timeout=FIRST_RESULT_MS)
 
-            fps = page.get_by_test_id("stMetric").filter(has_text="Annotated frames per second")
+            fps = page.get_by_test_id("stMetric").filter(has_text="Annotated fps")
             expect(fps).to_be_visible(timeout=FIRST_RESULT_MS)
             label = page.get_by_text(re.compile(r"^1: \d+ y, (Male|Female|Unsure)$"))
             expect(label.first).to_be_visible(timeout=VIDEO_MS)

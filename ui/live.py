@@ -141,8 +141,8 @@ def figures(ctx, live: LiveProcessor) -> None:
         return
     snap = live.stats.snapshot()
     fps, latency = st.columns(2)
-    fps.metric("Annotated frames per second", f"{snap['fps']:.1f}",
-               help=f"Frames drawn on and sent back per second; the camera sends {snap['input_fps']:.0f}.")
+    fps.metric("Annotated fps", f"{snap['fps']:.1f}",
+               help=f"Annotated frames per second: frames drawn on and sent back; the camera sends {snap['input_fps']:.0f}.")
     latency.metric("Latency", f"{snap['latency_ms']:.0f} ms",
                    help="From a camera frame reaching the server to its annotated frame (median of the last "
                    f"3 s; 90th percentile {snap['latency_p90_ms']:.0f} ms). Network and the browser add to it.")
