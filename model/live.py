@@ -4,18 +4,20 @@
     out = processor.process(rgb_frame, age_s=0.02)   # None when the frame was too old
     out.image                                        # the frame with boxes and labels
 
-MTCNN costs ~130-270 ms on a 640x480 frame, far more than a frame's budget, so it
+MTCNN costs ~250-450 ms on a 640x480 frame, far more than a frame's budget, so it
 runs every ``detect_every`` frames (sooner when a face is lost), by default on a
 background thread while frames keep flowing. Between detections each face is
 followed by template matching (normalised cross-correlation of the face patch from
 its last detection, searched around its box on a downscaled grey frame; ~1 ms) and
 its five landmarks move with the box. Detections are matched to tracks by IoU
 against where each track was *in the detected frame*, so a face keeps its number
-while it moves. Every frame, all visible faces are aligned exactly like photos
+while it moves (and, when the tracker lost it, when it is detected again nearby);
+tracks follow a change of resolution (WebRTC lowers it when short of CPU). Every frame, all visible faces are aligned exactly like photos
 (model.align) and go through one batched compiled model call (model.inference); the
 probabilities and the age distribution are averaged per track with an exponential
-moving average, so labels do not flicker. Frames older than ``max_frame_age`` when
-they reach the processor are dropped rather than queued.
+moving average, so labels do not flicker. Of the frames that queued up during the
+last one, only the newest is processed (:meth:`LiveProcessor.latest`), and frames
+older than ``max_frame_age`` when they reach the processor are dropped.
 """
 
 from __future__ import annotations
@@ -352,6 +354,15 @@ class _DetectionJob:
         self.seconds = 0.0
         self.done = threading.Event()
 
+    def run(self, detector: Detector) -> None:
+        t0 = time.perf_counter()
+        try:
+            self.detections = list(detector.detect(self.frame))
+        except Exception as exc:  # e.g. a crowd (TooManyFacesError): reported, the stream goes on
+            self.error = exc
+        self.seconds = time.perf_counter() - t0
+        self.done.set()
+
 
 class DetectionWorker:
     """Runs one detection at a time on a daemon thread; frames never wait for it."""
@@ -372,17 +383,8 @@ class DetectionWorker:
             if self._job is not None:
                 return False
             job = self._job = _DetectionJob(frame_number, frame)
-        threading.Thread(target=self._run, args=(job,), name="facelens-live-detect", daemon=True).start()
+        threading.Thread(target=job.run, args=(self.detector,), name="facelens-live-detect", daemon=True).start()
         return True
-
-    def _run(self, job: _DetectionJob) -> None:
-        t0 = time.perf_counter()
-        try:
-            job.detections = list(self.detector.detect(job.frame))
-        except Exception as exc:  # e.g. a crowd (TooManyFacesError): reported, the stream goes on
-            job.error = exc
-        job.seconds = time.perf_counter() - t0
-        job.done.set()
 
     def collect(self, wait: float | None = 0.0) -> _DetectionJob | None:
         """The finished job (and forget it), or None while it runs; ``wait`` seconds at most (None: forever)."""
@@ -512,16 +514,8 @@ class LiveProcessor:
             self._worker.submit(number, frame)
             return
         job = _DetectionJob(number, frame)
-        self._worker_run_inline(job)
+        job.run(self.detector)
         self._apply_detection(number, grey, job)  # boxes are this frame's: nothing to track
-
-    def _worker_run_inline(self, job: _DetectionJob) -> None:
-        t0 = time.perf_counter()
-        try:
-            job.detections = list(self.detector.detect(job.frame))
-        except Exception as exc:
-            job.error = exc
-        job.seconds = time.perf_counter() - t0
 
     def _apply_detection(self, det_number: int, grey: np.ndarray | None, job: _DetectionJob) -> None:
         """Merge detections made on frame ``det_number`` into the tracks (IoU there, not now)."""
