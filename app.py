@@ -8,13 +8,16 @@ script in pages/ and the Streamlit blocks live in ui/, the logic in model/ and t
 
 import streamlit as st
 
-from ui import widgets
+from ui import runtime, widgets
+
+runtime.keep_keras_session()  # a cleared Keras session makes the next model call ~20x slower
 
 st.set_page_config(page_title="facelens", page_icon=":material/face:", layout="wide",
                    menu_items={"About": "facelens: a MobileNetV2 with three heads trained on UTKFace, CelebA and East Asian adults."})
 
 pages = [
     st.Page("pages/analyze.py", title="Analyze", icon=":material/photo_camera:", url_path="analyze", default=True),
+    st.Page("pages/live.py", title="Live", icon=":material/videocam:", url_path="live"),
     st.Page("pages/explain.py", title="Explain", icon=":material/visibility:", url_path="explain"),
     st.Page("pages/dataset.py", title="Dataset explorer", icon=":material/bar_chart:", url_path="dataset"),
     st.Page("pages/model_card.py", title="Model", icon=":material/model_training:", url_path="model"),

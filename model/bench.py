@@ -2,6 +2,7 @@
 
     python -m model.bench [--model PATH] [--repeats 30]
     python -m model.bench --gradcam [--model PATH] [--repeats 5] [--methods gradcam gradcam++]
+    python -m model.bench --video [--seconds 20]   # the live loop (model.live_bench)
 
 On a 640x480 JPEG of scikit-image's astronaut portrait (one face) it reports the
 median time per stage (decode, detect, align, model, total), the same photo through
@@ -18,18 +19,17 @@ heads of its face, one head per call and all heads in one batched call, per meth
 from __future__ import annotations
 
 import argparse
-import io
 import os
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 
+from model.bench_common import bench_photo, jpeg_bytes, median_ms, median_time
 from model.results import CAM_METHODS
 
 #: Budgets the pipeline is held to: at most 1.3x a bare MTCNN call on the same photo (the
@@ -52,41 +52,6 @@ print(t1 - t0, t2 - t1, len(faces), resource.getrusage(resource.RUSAGE_SELF).ru_
 """
 
 
-def bench_photo(width: int = 640, height: int = 480) -> np.ndarray:
-    """The astronaut portrait resized to ``height`` and edge-padded to ``width`` (RGB uint8)."""
-    import cv2
-    from skimage import data
-
-    image = data.astronaut()
-    image = cv2.resize(image, (height, height), interpolation=cv2.INTER_AREA)
-    pad = width - height
-    return cv2.copyMakeBorder(image, 0, 0, pad // 2, pad - pad // 2, cv2.BORDER_REPLICATE)
-
-
-def jpeg_bytes(photo: np.ndarray, quality: int = 90) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(photo).save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
-
-
-def median_ms(values: list[float]) -> float:
-    return 1000.0 * statistics.median(values)
-
-
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    """Seconds per call of ``fn``: the median of ``repeats`` runs after one warm-up run
-    (tracing and first-call allocations)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def cold_start(model: Path | None, photo_jpeg: bytes) -> tuple[float, float, float, int, int]:
     """(wall s incl. interpreter, import+load s, first analyze s, faces, peak RSS KiB) in a fresh process."""
     code = _COLD_START_CODE.format(model=None if model is None else str(model))
@@ -107,7 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gradcam", action="store_true", help="time Grad-CAM of all three heads against MTCNN detection")
     parser.add_argument("--methods", nargs="+", default=list(CAM_METHODS), choices=list(CAM_METHODS),
                         help="--gradcam: saliency methods to time")
+    parser.add_argument("--video", action="store_true", help="benchmark the live video loop instead")
+    from model import live_bench
+
+    live_bench.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.video:
+        return live_bench.main(args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.gradcam:
         print_gradcam_bench(args.model, args.repeats or 5, args.methods)

@@ -6,6 +6,7 @@ directory. Nothing here touches the disk at import time.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -104,3 +105,28 @@ def flip_tta_override() -> bool | None:
 def cache_dir() -> Path:
     """Where training keeps decoded-image caches (``FACELENS_CACHE``)."""
     return _path_from_env("FACELENS_CACHE", Path.home() / ".cache" / "facelens")
+
+
+def ice_servers() -> list[dict]:
+    """WebRTC ICE servers for the Live page from ``FACELENS_ICE_SERVERS``; none by default.
+
+    The value is JSON: a list of RTCIceServer objects (one object alone is accepted), e.g.
+    ``[{"urls": "stun:stun.example.org:3478"}, {"urls": "turn:turn.example.org:3478",
+    "username": "user", "credential": "secret"}]``. With none, browser and server only
+    offer their own addresses: a browser on the same machine or network connects with no
+    STUN lookup and no internet; a server behind NAT needs STUN, often TURN too.
+    Raises ValueError with a readable message for a malformed value.
+    """
+    raw = os.environ.get("FACELENS_ICE_SERVERS", "").strip()
+    if not raw:
+        return []
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"FACELENS_ICE_SERVERS is not valid JSON ({exc})") from None
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(s, dict) and s.get("urls") for s in value):
+        raise ValueError('FACELENS_ICE_SERVERS must be a JSON list of objects with "urls" '
+                         '(and "username"/"credential" for TURN)')
+    return value

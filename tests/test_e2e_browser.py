@@ -105,11 +105,11 @@ def test_upload_photo_and_visit_every_page(app_url):
             page.set_default_timeout(STEP_MS)
             page.goto(app_url, wait_until="domcontentloaded", timeout=STEP_MS)
             expect(page.get_by_role("heading", name="Analyze a photo")).to_be_visible()
-            # Exactly the four pages of st.navigation: the pages/ folder is not auto-listed too.
+            # Exactly the five pages of st.navigation: the pages/ folder is not auto-listed too.
             nav = page.get_by_test_id("stSidebarNav").get_by_role("link")
-            expect(nav).to_have_count(4)
+            expect(nav).to_have_count(5)
             labels = [t.strip().splitlines()[-1] for t in nav.all_inner_texts()]  # the icon name comes first
-            assert labels == ["Analyze", "Explain", "Dataset explorer", "Model"]
+            assert labels == ["Analyze", "Live", "Explain", "Dataset explorer", "Model"]
 
             page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(
                 files=[{"name": "portrait.png", "mimeType": "image/png", "buffer": portrait_bytes()}])

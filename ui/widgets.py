@@ -25,6 +25,12 @@ HEAD_TITLES: dict[str, str] = {"age": "Age", "gender": "Gender", "ethnicity": "E
 
 def _use_sample(prefix: str) -> None:
     st.session_state[f"{prefix}_use_sample"] = True
+    st.session_state.pop(f"{prefix}_handed_over", None)
+
+
+def hand_over_photo(prefix: str, name: str, data: bytes) -> None:
+    """Give the ``prefix`` page's photo inputs a photo from elsewhere (the Live page's frozen frame)."""
+    st.session_state[f"{prefix}_handed_over"] = (name, data)
 
 
 def photo_sources(prefix: str) -> list[tuple[str, bytes]]:
@@ -46,7 +52,10 @@ def photo_sources(prefix: str) -> list[tuple[str, bytes]]:
         shot = st.camera_input("Take a photo", key=f"{prefix}_camera")
         if shot is not None:
             sources.append(("camera.jpg", shot.getvalue()))
-    if not sources and st.session_state.get(f"{prefix}_use_sample"):
+    handed_over = st.session_state.get(f"{prefix}_handed_over")
+    if not sources and handed_over:
+        sources.append(handed_over)
+    elif not sources and st.session_state.get(f"{prefix}_use_sample"):
         sample = sample_source()
         if sample:
             sources.append(sample)

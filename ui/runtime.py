@@ -1,0 +1,41 @@
+"""Streamlit runtime settings the app needs, applied once at start-up from app.py."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+_log = logging.getLogger(__name__)
+#: Streamlit's own clean-up function, kept when it is replaced (one item; empty before).
+STREAMLIT_CLEAN_UP: list = []
+
+
+def _close_pyplot_figures() -> None:
+    """What Streamlit's own clean-up does after a script run, minus ``keras.backend.clear_session()``."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:
+        try:
+            plt.close("all")
+        except Exception:  # noqa: BLE001 - never fail a run over figures
+            pass
+
+
+def keep_keras_session() -> None:
+    """Stop Streamlit from clearing the Keras session after every script run.
+
+    Streamlit 1.67 calls ``keras.backend.clear_session()`` when any script run ends
+    (``script_runner._clean_problem_modules``). That also empties TensorFlow's kernel
+    cache and runs a full garbage collection: measured here, the clear itself holds
+    Python for ~250 ms and the next model call takes 540-730 ms instead of 30, the next
+    MTCNN detection up to 1 s instead of 250. The Live page refreshes its figures every
+    couple of seconds, so every refresh stalled the video. The app builds its models
+    once (``st.cache_resource``) and never in a script run, so there is nothing to clear.
+    """
+    from streamlit.runtime.scriptrunner import script_runner
+
+    if not hasattr(script_runner, "_clean_problem_modules"):
+        _log.warning("streamlit has no _clean_problem_modules any more; leaving its clean-up alone")
+        return
+    if script_runner._clean_problem_modules is not _close_pyplot_figures:
+        STREAMLIT_CLEAN_UP[:] = [script_runner._clean_problem_modules]
+        script_runner._clean_problem_modules = _close_pyplot_figures
