@@ -4,7 +4,8 @@
 
 It runs ``training.train.main`` unchanged and writes to ``R.json`` what the tests check:
 the training indices each of this process's input pipelines yielded, the epochs each phase
-began, a digest of the weights at the end of each phase, and the number of replicas.
+began, a digest of every weight at the end of each phase (and which ones differ between this
+process's replica copies), and the number of replicas.
 ``--exit-after PHASE:N`` kills the process (``os._exit``, nothing cleaned up) once epoch N of
 that phase has ended, as a crashed worker would. One thread per TensorFlow pool: the tests
 share two cores with other work.
@@ -90,6 +91,11 @@ def main() -> int:
             record["weights"][self.phase] = {
                 weight.path: hashlib.sha256(np.ascontiguousarray(weight.numpy()).tobytes()).hexdigest()[:16]
                 for weight in self.model.weights}
+            record["local_copies"] = len(getattr(self.model.weights[0].value, "values", [None]))
+            # This process's replica copies of each variable (a MirroredVariable holds one per device).
+            record.setdefault("unequal_local_copies", {})[self.phase] = [
+                weight.path for weight in self.model.weights
+                if len({np.asarray(copy).tobytes() for copy in getattr(weight.value, "values", [weight.value])}) > 1]
 
     callbacks = train._callbacks
 

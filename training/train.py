@@ -513,6 +513,9 @@ def _train(cfg: TrainConfig, strategy, run_dir: Path) -> dict:
     steps = (cfg.epoch_size or len(train)) // cfg.batch_size
     if steps == 0:
         raise SystemExit(f"fewer training images ({len(train)}) than one batch ({cfg.batch_size})")
+    if cfg.strategy != "default" and len(val) < cfg.batch_size:
+        # Keras 3 averages the first validation batch over the replicas; a partial one splits unevenly and fails.
+        raise SystemExit(f"under a strategy, give at least one global batch ({cfg.batch_size}) of validation images")
 
     if cfg.export_from:
         if not cfg.output:
