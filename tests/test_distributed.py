@@ -61,6 +61,7 @@ def test_only_the_chief_keeps_its_run_folder(tmp_path, monkeypatch):
         assert scratch != tmp_path / "run"
     assert not scratch.exists() and not (tmp_path / "run").exists()
     assert distribute.backup_dir(tmp_path) == tmp_path / "backup" / "worker-1"
+    assert distribute.is_chief("mirrored")  # one process: TF_CONFIG does not matter
     monkeypatch.setenv("TF_CONFIG", _tf_config([1, 2], 0))
     assert distribute.is_chief()
     with distribute.writable_run_dir(tmp_path / "run") as kept:

@@ -34,22 +34,25 @@ def task() -> tuple[str, int]:
     return spec.get("type", "worker"), int(spec.get("index", 0))
 
 
-def is_chief() -> bool:
-    """The chief writes the run's files: task "chief", or worker 0 when no chief is listed."""
+def is_chief(strategy: str = "multiworker") -> bool:
+    """The chief writes the run's files: task "chief", or worker 0 when no chief is listed.
+    Without ``multiworker`` the one process is the chief, whatever ``TF_CONFIG`` says."""
+    if strategy != "multiworker":
+        return True
     cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
     kind, index = task()
     return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
 
 
 @contextmanager
-def writable_run_dir(run_dir: Path) -> Iterator[Path]:
+def writable_run_dir(run_dir: Path, strategy: str = "multiworker") -> Iterator[Path]:
     """The run folder on the chief; on any other worker a temporary folder removed afterwards.
 
     Every worker still makes the same saves in the same order (saving a model under
     MultiWorkerMirroredStrategy reads synced variables, a collective op every worker must
     join), but only the chief's files are kept, so workers never write over each other.
     """
-    if is_chief():
+    if is_chief(strategy):
         run_dir.mkdir(parents=True, exist_ok=True)
         yield run_dir
         return

@@ -450,7 +450,7 @@ def run(cfg: TrainConfig) -> dict:
         raise SystemExit("--strategy multiworker resumes by itself (BackupAndRestore); "
                          "drop --resume and --time-budget-min")
     strategy = make_strategy(cfg.strategy)
-    with distribute.writable_run_dir(Path(cfg.run_dir)) as run_dir:
+    with distribute.writable_run_dir(Path(cfg.run_dir), cfg.strategy) as run_dir:
         return _train(cfg, strategy, run_dir)
 
 
@@ -578,7 +578,7 @@ def _train(cfg: TrainConfig, strategy, run_dir: Path) -> dict:
     if cfg.strategy != "default":
         distribute.remove_backup(Path(cfg.run_dir))
     result = {"config": asdict(cfg), "train_minutes": round(train_minutes, 2), "summary": summary}
-    if cfg.output and distribute.is_chief():
+    if cfg.output and distribute.is_chief(cfg.strategy):
         from training.export import export_model
 
         result.update(export_model(run_dir, cfg, arrays, summary, train_minutes))
