@@ -8,6 +8,7 @@ per epoch. The cache holds ``prepare_face`` output (uint8, N x S x S x 3) in one
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,7 @@ def cached_images(samples: list[Sample], size: int, cache_dir: Path | None, desc
         with np.load(path) as data:
             return data["images"], data["ok"]
     images, ok = decode_samples(samples, size, desc)
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # workers sharing the cache write apart
     np.savez(tmp, images=images, ok=ok)
     tmp.replace(path)
     return images, ok

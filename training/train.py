@@ -70,6 +70,7 @@ class TrainConfig:
     patience: int = 6
     time_budget_min: float | None = None
     strategy: str = "default"
+    scale_lr: bool = False
     resume: bool = False
     limit: int | None = None
     cache_dir: str | None = None
@@ -122,7 +123,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--freeze-batchnorm", action="store_true", help="keep BatchNorm frozen while fine-tuning")
     p.add_argument("--time-budget-min", type=float, default=None, help="stop training after this many minutes")
     p.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
-                   help="tf.distribute strategy (multiworker reads TF_CONFIG)")
+                   help="tf.distribute strategy (multiworker reads TF_CONFIG); --batch-size is then global")
+    p.add_argument("--scale-lr", action="store_true",
+                   help="scale --lr and --head-lr linearly with --batch-size (they are given for batch 64)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.keras")
     p.add_argument("--limit", type=int, default=None, help="use at most N samples (smoke runs)")
     p.add_argument("--cache-dir", default=None, help="decoded-image cache (default: FACELENS_CACHE or ~/.cache/facelens)")
@@ -130,6 +133,10 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     if not args.data_dir and not args.sources:
         p.error("give --data-dir or at least one --source")
     cfg = TrainConfig(**{k: v for k, v in vars(args).items()})
+    if cfg.scale_lr:
+        from training.distribute import scaled_learning_rate
+
+        cfg.lr, cfg.head_lr = (scaled_learning_rate(lr, cfg.batch_size) for lr in (cfg.lr, cfg.head_lr))
     if cfg.imagenet_weights is None:
         found = settings.imagenet_weights_path()
         cfg.imagenet_weights = str(found) if found else None
@@ -139,14 +146,20 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
 
 
 def make_strategy(name: str):
+    """Call before any other TensorFlow op: MultiWorkerMirroredStrategy configures the
+    collective runtime, which cannot change once TensorFlow has started."""
     import tensorflow as tf
 
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        from training.distribute import local_devices
+
+        return tf.distribute.MirroredStrategy(local_devices())
     if name == "multiworker":
         if "TF_CONFIG" not in os.environ:
             raise SystemExit("--strategy multiworker needs TF_CONFIG describing the cluster")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        from training.distribute import multi_worker_strategy
+
+        return multi_worker_strategy()
     return tf.distribute.get_strategy()
 
 
@@ -207,7 +220,7 @@ def sampling_probabilities(source: np.ndarray, source_weights: list[float]) -> n
 
 
 def make_dataset(arrays: TrainArrays, weights: dict[str, np.ndarray], cfg: TrainConfig, training: bool,
-                 probabilities: np.ndarray | None = None):
+                 probabilities: np.ndarray | None = None, seed: int = 0, input_context=None):
     """tf.data pipeline from cached uint8 faces.
 
     Training draws ``epoch_size`` images per epoch with ``probabilities`` (with
@@ -219,11 +232,15 @@ def make_dataset(arrays: TrainArrays, weights: dict[str, np.ndarray], cfg: Train
     cross-entropy with target w * q equals w times the loss with target q, and the
     argmax is unchanged, so each head has its own imbalance weights and an
     unlabelled head (w = 0) contributes nothing.
+
+    Under a strategy, ``input_context`` (tf.distribute.InputContext) makes the training
+    stream this worker's shard of each global batch (:func:`training.distribute.index_stream`).
     """
     import tensorflow as tf
 
     from model.labels import NUM_AGE_BINS
     from training.augment import AugmentConfig, augment_batch
+    from training.distribute import index_stream
 
     images_t = tf.constant(arrays.images)
     lab = {k: tf.constant(v.astype(np.int32)) for k, v in arrays.labels.items()}
@@ -285,11 +302,13 @@ def make_dataset(arrays: TrainArrays, weights: dict[str, np.ndarray], cfg: Train
         # validation 5.4 after 6 epochs).
         if probabilities is None:
             probabilities = np.full(len(arrays), 1.0 / len(arrays))
-        logits = tf.constant(np.log(np.maximum(probabilities, 1e-30))[None, :], tf.float32)
-        ds = tf.data.Dataset.from_tensors(0).repeat()
-        ds = ds.map(lambda _: tf.random.categorical(logits, per_batch, dtype=tf.int32)[0])
+        ds = index_stream(probabilities, per_batch, seed, input_context)
     else:
         ds = tf.data.Dataset.range(len(arrays)).batch(per_batch)
+        # A strategy splits each validation batch over the workers by data (no files to shard by).
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        ds = ds.with_options(options)
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -341,6 +360,8 @@ def _callbacks(cfg: TrainConfig, run_dir: Path, steps_per_epoch: int, phase: str
                prior_minutes: float = 0.0):
     import keras
 
+    from training.distribute import backup_dir, phase_backup
+
     class WarmupCosine(keras.callbacks.Callback):
         """Per-step learning rate: linear warm-up then cosine decay to min_lr."""
 
@@ -372,6 +393,7 @@ def _callbacks(cfg: TrainConfig, run_dir: Path, steps_per_epoch: int, phase: str
                 json.dumps({"phase": phase, "epochs_done": epoch + 1, "minutes": round(minutes, 2)}))
 
     callbacks = [
+        *([phase_backup(backup_dir(Path(cfg.run_dir)) / phase)] if cfg.strategy != "default" else []),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.ModelCheckpoint(str(run_dir / "best.keras"), monitor="val_loss", save_best_only=True),
         SaveState(),
@@ -437,19 +459,38 @@ def arrays_from_prepared(specs, cfg: TrainConfig) -> tuple[dict[str, TrainArrays
 
 
 def run(cfg: TrainConfig) -> dict:
+    """Train (and export) in the run folder; under a strategy, the chief writes the run's
+    files and every other worker a temporary folder that is removed afterwards."""
+    from training import distribute
+
+    if cfg.strategy == "multiworker" and (cfg.resume or cfg.time_budget_min):
+        # --resume would read the chief's files on every worker, and a time budget could
+        # stop the workers at different epochs (the rest would wait for them forever).
+        raise SystemExit("--strategy multiworker resumes by itself (BackupAndRestore); "
+                         "drop --resume and --time-budget-min")
+    strategy = make_strategy(cfg.strategy)
+    with distribute.writable_run_dir(Path(cfg.run_dir), cfg.strategy) as run_dir:
+        return _train(cfg, strategy, run_dir)
+
+
+def _train(cfg: TrainConfig, strategy, run_dir: Path) -> dict:
     import keras
 
     from model.architecture import build_model, freeze_backbone, unfreeze_backbone
+    from training import distribute
     from training.losses import CUSTOM_OBJECTS
     from training.prepare import SourceSpec
 
     started = time.time()
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     state_file = run_dir / "state.json"
     state = json.loads(state_file.read_text()) if cfg.resume and state_file.is_file() else None
+    # Under a strategy, a restarted run restores every phase's backup (distribute.phase_backup).
+    backed_up = distribute.backed_up_epochs(Path(cfg.run_dir)) if cfg.strategy != "default" else {}
+    if backed_up:
+        print(f"restarting from the backup: epochs done per phase {backed_up}", flush=True)
     # A resumed run continues with other draws and augmentations than the first session's.
-    keras.utils.set_random_seed(cfg.seed + 1009 * (state["epochs_done"] if state else 0))
+    seed = cfg.seed + 1009 * (state["epochs_done"] if state else sum(backed_up.values()))
+    keras.utils.set_random_seed(seed)
 
     specs = [SourceSpec.parse(text) for text in cfg.sources]
     if specs:
@@ -474,11 +515,26 @@ def run(cfg: TrainConfig) -> dict:
     weights = sample_weights(train.labels, cfg.class_weight_power, cfg.age_weight_power)
     ones = {k: (val.labels[k if k != "age" else "age_low"] >= 0).astype(np.float32) for k in weights}
     probabilities = sampling_probabilities(train.source, [s.weight for s in specs] or [1.0])
-    train_ds = make_dataset(train, weights, cfg, training=True, probabilities=probabilities)
+    if cfg.strategy == "default":
+        train_ds = make_dataset(train, weights, cfg, training=True, probabilities=probabilities, seed=seed)
+    else:
+        def shard(context):
+            # Every worker draws the same global batches (index_stream) and augments its own slice
+            # with its own random stream.
+            import tensorflow as tf
+
+            tf.random.set_seed(seed + 7919 * context.input_pipeline_id)
+            return make_dataset(train, weights, cfg, training=True, probabilities=probabilities, seed=seed,
+                                input_context=context)
+
+        train_ds = strategy.distribute_datasets_from_function(shard)
     val_ds = make_dataset(val, ones, cfg, training=False)
     steps = (cfg.epoch_size or len(train)) // cfg.batch_size
     if steps == 0:
         raise SystemExit(f"fewer training images ({len(train)}) than one batch ({cfg.batch_size})")
+    if cfg.strategy != "default" and len(val) < cfg.batch_size:
+        # Keras 3 averages the first validation batch over the replicas; a partial one splits unevenly and fails.
+        raise SystemExit(f"under a strategy, give at least one global batch ({cfg.batch_size}) of validation images")
 
     if cfg.export_from:
         if not cfg.output:
@@ -491,7 +547,6 @@ def run(cfg: TrainConfig) -> dict:
                 **export_model(run_dir, cfg, arrays, summary, minutes, (probabilities, weights["age"]),
                                weights_from=Path(cfg.export_from))}
 
-    strategy = make_strategy(cfg.strategy)
     with strategy.scope():
         if state is not None:
             print(f"resuming from {run_dir / 'last.keras'} ({state})", flush=True)
@@ -512,8 +567,11 @@ def run(cfg: TrainConfig) -> dict:
             elif cfg.imagenet_weights is None:
                 print("warning: no ImageNet weights given; training the backbone from scratch", file=sys.stderr)
 
+    if cfg.strategy != "default":
+        distribute.synchronize_batchnorm(model)
     fit_kwargs = dict(validation_data=val_ds, verbose=cfg.verbose, steps_per_epoch=steps)
-    prior = float(state.get("minutes", 0.0)) if state else 0.0  # training time of earlier sessions
+    earlier = state or (json.loads(state_file.read_text()) if backed_up and state_file.is_file() else {})
+    prior = float(earlier.get("minutes", 0.0))  # training time of earlier sessions
     if state is None and cfg.init_model and cfg.head_epochs == 0:
         state = {"phase": "heads", "epochs_done": 0}
     if state is None or state["phase"] == "heads":
@@ -537,8 +595,10 @@ def run(cfg: TrainConfig) -> dict:
                   callbacks=_callbacks(cfg, run_dir, steps, "fine_tune", started, prior), **fit_kwargs)
     train_minutes = prior + (time.time() - started) / 60
 
+    if cfg.strategy != "default":
+        distribute.remove_backup(Path(cfg.run_dir))
     result = {"config": asdict(cfg), "train_minutes": round(train_minutes, 2), "summary": summary}
-    if cfg.output:
+    if cfg.output and distribute.is_chief(cfg.strategy):
         from training.export import export_model
 
         result.update(export_model(run_dir, cfg, arrays, summary, train_minutes, (probabilities, weights["age"])))
