@@ -14,6 +14,7 @@ from model import gradcam, heatmap_draw
 from model.labels import ETHNICITIES, GENDERS, HEAD_NAMES
 from model.results import CAM_METHODS
 from model.settings import INPUT_SIZE
+from tests.test_heatmap_draw import mapped_inside, similarity
 
 S = INPUT_SIZE
 pytestmark = pytest.mark.slow  # TensorFlow and a model build
@@ -28,21 +29,6 @@ class FakeFace:
     crop_affine: np.ndarray
     gender: str | None = None
     ethnicity: str | None = None
-
-
-def similarity(scale: float, angle_deg: float, tx: float, ty: float) -> np.ndarray:
-    """2x3 photo -> crop map: rotate by ``angle_deg``, scale, then shift."""
-    a = np.deg2rad(angle_deg)
-    c, s = scale * np.cos(a), scale * np.sin(a)
-    return np.array([[c, -s, tx], [s, c, ty]])
-
-
-def mapped_inside(crop_affine: np.ndarray, shape: tuple[int, int], size: int = S) -> np.ndarray:
-    """Independent reference: photo pixels whose centre maps into the crop square."""
-    ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
-    u = crop_affine[0, 0] * xs + crop_affine[0, 1] * ys + crop_affine[0, 2]
-    v = crop_affine[1, 0] * xs + crop_affine[1, 1] * ys + crop_affine[1, 2]
-    return (u >= -0.5) & (u < size - 0.5) & (v >= -0.5) & (v < size - 0.5)
 
 
 def test_lru_cache_evicts_the_least_recently_used():

@@ -256,15 +256,11 @@ def test_training_stream_draws_new_images_and_augmentations_every_epoch(monkeypa
     iterator's random ops), and the model would memorise them."""
     import keras
 
-    from training.train import TrainArrays, TrainConfig, make_dataset, sample_weights
+    from training.train import TrainConfig, make_dataset, sample_weights
 
     keras.utils.set_random_seed(7)
-    rng = np.random.default_rng(0)
-    n = 40
-    ages = rng.integers(1, 80, n).astype(np.int32)
-    labels = {"age": ages, "age_low": ages, "age_high": ages, "gender": rng.integers(0, 2, n).astype(np.int32),
-              "ethnicity": rng.integers(0, 5, n).astype(np.int32)}
-    arrays = TrainArrays(rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8), labels, np.zeros(n, np.int32), ("a",))
+    arrays = _tiny_arrays(40, seed=0)
+    labels = arrays.labels
     cfg = TrainConfig(data_dir="x", batch_size=8, epoch_size=16, input_size=32)
     ds = make_dataset(arrays, sample_weights(labels, 0.5), cfg, training=True)
     stream = iter(ds)
@@ -298,15 +294,12 @@ def test_consistency_batches_hold_two_views_of_each_face():
     """Training rows 2i and 2i+1 are one face, augmented twice; validation rows are the face twice as is."""
     import keras
 
-    from training.train import TrainArrays, TrainConfig, make_dataset, sample_weights
+    from training.train import TrainConfig, make_dataset, sample_weights
 
     keras.utils.set_random_seed(3)
-    rng = np.random.default_rng(1)
     n = 12
-    ages = rng.integers(1, 80, n).astype(np.int32)
-    labels = {"age": ages, "age_low": ages, "age_high": ages, "gender": rng.integers(0, 2, n).astype(np.int32),
-              "ethnicity": rng.integers(0, 5, n).astype(np.int32)}
-    arrays = TrainArrays(rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8), labels, np.zeros(n, np.int32), ("a",))
+    arrays = _tiny_arrays(n, seed=1)
+    labels = arrays.labels
     cfg = TrainConfig(data_dir="x", batch_size=8, epoch_size=16, input_size=32, consistency=1.0)
     x, y = next(iter(make_dataset(arrays, sample_weights(labels, 0.5), cfg, training=True)))
     x, age = x.numpy(), y["age"].numpy()[:, 0]
@@ -319,3 +312,14 @@ def test_consistency_batches_hold_two_views_of_each_face():
     assert np.array_equal(xv[0::2], arrays.images.astype(np.float32))
     with pytest.raises(ValueError, match="even"):
         make_dataset(arrays, ones, TrainConfig(data_dir="x", batch_size=7, consistency=1.0), training=False)
+
+
+def _tiny_arrays(n: int, seed: int):
+    """n random 32x32 faces with every label, one source."""
+    from training.train import TrainArrays
+
+    rng = np.random.default_rng(seed)
+    ages = rng.integers(1, 80, n).astype(np.int32)
+    labels = {"age": ages, "age_low": ages, "age_high": ages, "gender": rng.integers(0, 2, n).astype(np.int32),
+              "ethnicity": rng.integers(0, 5, n).astype(np.int32)}
+    return TrainArrays(rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8), labels, np.zeros(n, np.int32), ("a",))
