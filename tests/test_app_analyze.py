@@ -132,14 +132,35 @@ def test_bad_uploads_give_clear_messages(fake, name, data, expected, kind):
     assert not at.metric
 
 
-def test_too_many_faces_and_a_good_photo_side_by_side(fake):
-    fake.faces = settings.MAX_FACES + 1
+def test_a_crowd_shows_its_largest_faces_and_says_how_many_there_are(fake):
+    fake.faces = 25
     at = _upload(_app(), ("crowd.png", portrait_bytes(), "image/png"))
-    assert len(at.warning) == 1 and at.warning[0].value.startswith("Too many faces in crowd.png")
+    assert not at.warning and not at.error
+    assert _texts(at.info) == [f"crowd.png: showing {settings.MAX_FACES} of 25 faces, the {settings.MAX_FACES} "
+                               f"largest (at most {settings.MAX_FACES} are analysed per photo)."]
+    assert f"crowd.png: showing {settings.MAX_FACES} of 25 faces (the largest)" in at.get("image")[0].captions
+    assert [m.label for m in at.metric].count("Estimated age") == settings.MAX_FACES
     fake.faces = 1
     at = _upload(at, ("crowd.png", portrait_bytes(), "image/png"), ("ok.png", portrait_bytes("BMP"), "image/bmp"))
-    assert len(at.warning) == 1  # the crowd's result is remembered; the other photo still gets its card
-    assert [m.label for m in at.metric] == ["Estimated age", "Gender"]
+    assert len(at.info) == 1  # the crowd's result is remembered; the other photo gets its card too
+    assert [m.label for m in at.metric].count("Estimated age") == settings.MAX_FACES + 1
+
+
+def test_a_gif_says_which_frame_was_analysed(fake):
+    from PIL import Image
+
+    face = Image.open(io.BytesIO(portrait_bytes())).convert("RGB")
+    flat = Image.new("RGB", face.size, (128, 128, 128))
+    late, early = io.BytesIO(), io.BytesIO()
+    flat.save(late, format="GIF", save_all=True, append_images=[face])
+    face.save(early, format="GIF", save_all=True, append_images=[flat])
+    at = _upload(_app(), ("late.gif", late.getvalue(), "image/gif"))
+    assert _texts(at.warning) == [
+        "No face found in frame 1 of late.gif (the file has 2 frames and only frame 1 was analysed). Faces should "
+        f"be at least {settings.MIN_FACE_SIZE} px wide, roughly frontal and well lit."]
+    at = _upload(_app(), ("early.gif", early.getvalue(), "image/gif"))
+    assert _texts(at.info) == ["early.gif has 2 frames; frame 1 was analysed."]
+    assert "early.gif: 1 face found in frame 1 of 2" in at.get("image")[0].captions
 
 
 def test_camera_photo_is_analysed(fake):

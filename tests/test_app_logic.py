@@ -24,13 +24,17 @@ def test_analyze_bytes_outcomes():
     assert photos.analyze_bytes(fake, "c.png", b"GIF89a broken").status == "unreadable"
     big = photos.analyze_bytes(fake, "d.png", b"0" * (photos.MAX_UPLOAD_BYTES + 1))
     assert big.status == "too_large" and big.photo is None
-    fake.faces = settings.MAX_FACES + 1
-    assert photos.analyze_bytes(fake, "e.png", portrait_bytes()).status == "too_many"
+    fake.faces = settings.MAX_FACES + 5
+    crowd = photos.analyze_bytes(fake, "e.png", portrait_bytes())  # not refused: the largest faces are shown
+    assert crowd.ok and len(crowd.faces) == settings.MAX_FACES and crowd.faces_found == settings.MAX_FACES + 5
+    assert crowd.notes == [f"e.png: showing {settings.MAX_FACES} of {settings.MAX_FACES + 5} faces, the "
+                           f"{settings.MAX_FACES} largest (at most {settings.MAX_FACES} are analysed per photo)."]
+    assert ok.notes == []
 
 
 def test_unexpected_errors_become_a_message(caplog):
     class Broken(FakeAnalyzer):
-        def analyze(self, image):
+        def analyze_photo(self, image, *, largest=None):
             raise RuntimeError("{boom}")
 
     outcome = photos.analyze_bytes(Broken(), "x.png", portrait_bytes())

@@ -45,10 +45,23 @@ class PhotoAnalysis:
     message: str = ""
     photo: np.ndarray | None = field(default=None, repr=False)
     faces: list = field(default_factory=list)
+    faces_found: int = 0  # faces detected; more than len(faces) when only the largest were analysed
+    frames: int = 1  # frames in the file (animated GIF/WebP, multi-page TIFF); frame 1 is analysed
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def notes(self) -> list[str]:
+        """What the user should know about a photo that was analysed: faces left out, frames not looked at."""
+        out = []
+        if self.ok and self.faces_found > len(self.faces):
+            out.append(f"{self.name}: showing {len(self.faces)} of {self.faces_found} faces, the "
+                       f"{len(self.faces)} largest (at most {settings.MAX_FACES} are analysed per photo).")
+        if self.ok and self.frames > 1:
+            out.append(f"{self.name} has {self.frames} frames; frame 1 was analysed.")
+        return out
 
 
 # --- photos -----------------------------------------------------------------------------------
@@ -82,17 +95,20 @@ def analyze_bytes(analyzer, name: str, data: bytes) -> PhotoAnalysis:
     if not data:
         return PhotoAnalysis(name, digest, "unreadable", f"Could not read {name}: the file is empty.")
     try:
-        photo = analyzer.load_photo(data)
-        faces = list(analyzer.analyze(photo))
+        # A crowd is not refused: its MAX_FACES largest faces are analysed and the page says so.
+        result = analyzer.analyze_photo(data, largest=settings.MAX_FACES)
     except Exception as exc:  # the app must survive any photo
         status, message = _classify(exc, name)
         return PhotoAnalysis(name, digest, status, message)
-    if not faces:
+    if not result.faces:
+        where = (f"frame 1 of {name} (the file has {result.frames} frames and only frame 1 was analysed)"
+                 if result.frames > 1 else name)
         return PhotoAnalysis(name, digest, "no_face", (
-            f"No face found in {name}. Faces should be at least {settings.MIN_FACE_SIZE} px wide, "
+            f"No face found in {where}. Faces should be at least {settings.MIN_FACE_SIZE} px wide, "
             "roughly frontal and well lit."
-        ), photo=photo)
-    return PhotoAnalysis(name, digest, "ok", photo=photo, faces=faces)
+        ), photo=result.photo, frames=result.frames)
+    return PhotoAnalysis(name, digest, "ok", photo=result.photo, faces=list(result.faces),
+                         faces_found=result.faces_found, frames=result.frames)
 
 
 @functools.lru_cache(maxsize=1)
@@ -217,7 +233,8 @@ def faces_csv(analyses: list[PhotoAnalysis]) -> str:
 def faces_json(analyses: list[PhotoAnalysis]) -> str:
     """Every photo with its outcome and full per-face results (FaceResult.to_dict)."""
     payload = [
-        {"photo": a.name, "status": a.status, "message": a.message, "faces": [f.to_dict() for f in a.faces]}
+        {"photo": a.name, "status": a.status, "message": a.message, "faces_found": a.faces_found,
+         "frames": a.frames, "faces": [f.to_dict() for f in a.faces]}
         for a in analyses
     ]
     return json.dumps(payload, indent=2)

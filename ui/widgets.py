@@ -79,6 +79,8 @@ def show_problems(analyses: list[photos.PhotoAnalysis]) -> None:
             st.warning(analysis.message, icon=icons[analysis.status])
         elif not analysis.ok:
             st.error(analysis.message, icon=":material/broken_image:")
+        for note in analysis.notes:
+            st.info(note, icon=":material/info:")
 
 
 def faces_summary(analyses: list[photos.PhotoAnalysis]) -> None:
@@ -104,13 +106,22 @@ def photo_result(analysis: photos.PhotoAnalysis, analyzer) -> None:
     photo_col, cards_col = st.columns([2, 3] if n == 1 else [1, 2])
     with photo_col:
         st.image(photos.for_display(photos.annotate(analysis.photo, analysis.faces)), width="stretch",
-                 caption=f"{analysis.name}: {n} face{'s' if n != 1 else ''} found")
+                 caption=photo_caption(analysis))
     with cards_col:
         per_row = 1 if n == 1 else 2
         for start in range(0, n, per_row):
             for col, face in zip(st.columns(per_row), analysis.faces[start:start + per_row]):
                 with col:
                     face_card(analysis, face, analyzer)
+
+
+def photo_caption(analysis: photos.PhotoAnalysis) -> str:
+    n = len(analysis.faces)
+    if analysis.faces_found > n:
+        text = f"{analysis.name}: showing {n} of {analysis.faces_found} faces (the largest)"
+    else:
+        text = f"{analysis.name}: {n} face{'s' if n != 1 else ''} found"
+    return text + (f" in frame 1 of {analysis.frames}" if analysis.frames > 1 else "")
 
 
 def face_card(analysis: photos.PhotoAnalysis, face, analyzer) -> None:
