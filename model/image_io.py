@@ -29,6 +29,8 @@ ImageSource = str | Path | bytes | bytearray | memoryview | IO[bytes] | Image.Im
 IMAGE_FORMATS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "heic", "heif")
 #: The same as file suffixes (".jpg", ...): what the CLI and the data layer pick up in a folder.
 IMAGE_SUFFIXES: tuple[str, ...] = tuple(f".{fmt}" for fmt in IMAGE_FORMATS)
+#: The formats for people to read: "JPG, PNG, WEBP, BMP, GIF, TIFF, HEIC" (one name per format).
+FORMAT_NAMES: str = ", ".join(fmt.upper() for fmt in IMAGE_FORMATS if fmt not in ("jpeg", "tif", "heif"))
 
 
 def _register_heif() -> bool:
@@ -159,7 +161,7 @@ def decode_frames(data: bytes) -> DecodedImage:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _bomb_error(data, exc) from None
     except UnidentifiedImageError:
-        raise ImageError("the file is not an image (or not a format this app can read)") from None
+        raise ImageError(f"the file is not an image, or not in a format this app reads ({FORMAT_NAMES})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         message = str(exc)
         if "truncated" in message.lower() or isinstance(exc, EOFError):

@@ -21,8 +21,9 @@ import pandas as pd
 from model import image_io, settings
 from model.settings import GENDER_UNSURE_BELOW
 
-#: File types the uploader accepts (lower case, without the dot).
+#: File types the app reads (lower case, without the dot), and the same for people to read.
 UPLOAD_TYPES: tuple[str, ...] = image_io.IMAGE_FORMATS
+UPLOAD_TYPE_NAMES: str = image_io.FORMAT_NAMES
 MAX_UPLOAD_BYTES: int = settings.MAX_UPLOAD_MB * 1024 * 1024
 SAMPLE_NAME: str = "sample_astronaut.png"
 #: Longest side of photos shown in the browser.

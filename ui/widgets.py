@@ -18,6 +18,7 @@ from model.results import CAM_METHODS, DEFAULT_CAM_METHOD
 from ui import charts, photos
 
 HEAD_TITLES: dict[str, str] = {"age": "Age", "gender": "Gender", "ethnicity": "Ethnicity"}
+UPLOAD_HINT: str = f"{photos.UPLOAD_TYPE_NAMES} (HEIC: iPhone photos), up to {settings.MAX_UPLOAD_MB} MB each."
 
 
 # --- photo inputs and results -----------------------------------------------------------------
@@ -37,12 +38,15 @@ def photo_sources(prefix: str) -> list[tuple[str, bytes]]:
     """Uploader, camera and sample button; returns (name, bytes) of the photos to analyse."""
     left, right = st.columns([3, 1], vertical_alignment="bottom")
     with left:
+        # No ``type=``: the browser would refuse other files with a red chip whose reason shows
+        # only on hover. Every file reaches the app instead, which says on the page why it
+        # cannot read one (the accepted formats are image_io.IMAGE_FORMATS).
         uploads = st.file_uploader(
-            "Upload one or more photos", type=list(photos.UPLOAD_TYPES), accept_multiple_files=True,
+            "Upload one or more photos", accept_multiple_files=True,
             key=f"{prefix}_upload", max_upload_size=settings.MAX_UPLOAD_MB,
-            help=f"JPG, PNG, HEIC (iPhone), WebP, BMP, GIF or TIFF, up to {settings.MAX_UPLOAD_MB} MB each. "
-            "Photos stay in memory and are never stored.",
+            help=f"{UPLOAD_HINT} Photos stay in memory and are never stored.",
         ) or []
+        st.caption(f"{UPLOAD_HINT} A larger file is refused by the browser and shown in red above.")
     with right:
         st.button("Try a sample photo", key=f"{prefix}_sample", icon=":material/photo_camera_front:",
                   on_click=_use_sample, args=(prefix,), width="stretch")
