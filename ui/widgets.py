@@ -109,8 +109,7 @@ def photo_result(analysis: photos.PhotoAnalysis, analyzer) -> None:
     n = len(analysis.faces)
     photo_col, cards_col = st.columns([2, 3] if n == 1 else [1, 2])
     with photo_col:
-        st.image(photos.for_display(photos.annotate(analysis.photo, analysis.faces)), width="stretch",
-                 caption=photo_caption(analysis))
+        st.image(analysis.display, width="stretch", caption=photo_caption(analysis))
     with cards_col:
         per_row = 1 if n == 1 else 2
         for start in range(0, n, per_row):
@@ -149,8 +148,7 @@ def face_card(analysis: photos.PhotoAnalysis, face, analyzer) -> None:
             st.warning(f"{UNFAMILIAR_WARNING} {unfamiliarity_text(face.unfamiliarity)} Its age interval is "
                        "wider and its probabilities less sure for that reason.", icon="⚠️")
         st.markdown("**Ethnicity** (UTKFace's coarse categories)")
-        st.plotly_chart(charts.ethnicity_bar(face.ethnicity_probabilities), key=f"eth_{key}",
-                        config={"displayModeBar": False})
+        st.markdown(charts.ethnicity_bars_html(face.ethnicity_probabilities), unsafe_allow_html=True)
         st.caption(f"Detection confidence {face.detection_confidence:.1%}")
         show_cam = st.toggle("Grad-CAM heat map", key=f"cam_{key}", help="Which pixels drove a prediction.")
         head = "age"
@@ -162,7 +160,7 @@ def face_card(analysis: photos.PhotoAnalysis, face, analyzer) -> None:
             slot.image(photos.crop_box(explanation.overlay, face.box), width="stretch",
                        caption=f"Grad-CAM for {HEAD_TITLES[head].lower()}: {explanation.target_name}")
         else:
-            slot.image(photos.crop_box(analysis.photo, face.box), width="stretch")
+            slot.image(analysis.thumbs[face.index], width="stretch")
 
 
 def explanation_or_none(analyzer, analysis: photos.PhotoAnalysis, face, head: str, target: int | None = None,
