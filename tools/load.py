@@ -170,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="simultaneous uploads per session (default 3)")
     parser.add_argument("--timeout", type=float, default=180.0, help="bound on every wait, seconds (default 180)")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
+    parser.add_argument("--server-log", type=Path, default=None, help="keep the server's output in this file")
+    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for the server (repeatable), e.g. MALLOC_ARENA_MAX=2")
     args = parser.parse_args(argv)
     if not CHROMIUM.is_file():
         print(f"Chromium not found at {CHROMIUM} (apt-get install chromium)", file=sys.stderr)
@@ -180,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp:
-        log_path = Path(tmp) / "streamlit.log"
-        proc = start_server(port, log_path, {})
+        log_path = args.server_log or Path(tmp) / "streamlit.log"
+        proc = start_server(port, log_path, dict(item.split("=", 1) for item in args.server_env))
         try:
             deadline = time.monotonic() + SERVER_START_S
             while not _healthy(url):
@@ -195,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stop_server(proc)
     load = os.getloadavg()
-    summary = {"sessions": args.sessions, "rounds": args.rounds, "server_idle_mb": idle["rss_mb"], **summarise(result),
+    summary = {"sessions": args.sessions, "rounds": args.rounds, "server_env": args.server_env,
+               "server_idle_mb": idle["rss_mb"], **summarise(result),
                "warm_up_s": result["warm_up_s"], "load_average": [round(v, 2) for v in load], "cpus": os.cpu_count()}
     print(json.dumps(summary, indent=2))
     if args.json:
