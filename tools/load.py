@@ -75,14 +75,14 @@ def upload_photos(sessions: int, rounds: int) -> list[list[bytes]]:
     return [[jpeg_bytes(photo, quality=95 - (r * sessions + s) % 40) for s in range(sessions)] for r in range(rounds)]
 
 
-def start_server(port: int, log_path: Path, env_extra: dict[str, str]) -> subprocess.Popen:
+def start_server(port: int, log_path: Path, env_extra: dict[str, str], app_dir: Path = ROOT) -> subprocess.Popen:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env_extra}
     env.pop("UTKFACE_DIR", None)
     with log_path.open("w") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+            [sys.executable, "-m", "streamlit", "run", str(app_dir / "app.py"), "--server.port", str(port),
              "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=app_dir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
 
@@ -171,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=180.0, help="bound on every wait, seconds (default 180)")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
     parser.add_argument("--server-log", type=Path, default=None, help="keep the server's output in this file")
+    parser.add_argument("--app-dir", type=Path, default=ROOT,
+                        help="the project folder whose app.py is served (e.g. a checkout of an older commit)")
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                         help="an environment variable for the server (repeatable), e.g. MALLOC_ARENA_MAX=2")
     args = parser.parse_args(argv)
@@ -184,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp:
         log_path = args.server_log or Path(tmp) / "streamlit.log"
-        proc = start_server(port, log_path, dict(item.split("=", 1) for item in args.server_env))
+        proc = start_server(port, log_path, dict(item.split("=", 1) for item in args.server_env), args.app_dir)
         try:
             deadline = time.monotonic() + SERVER_START_S
             while not _healthy(url):
