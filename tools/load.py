@@ -12,6 +12,10 @@ afresh (a new Streamlit session; the previous one disconnects) and upload a 640x
 the benchmark portrait at the same instant. Each upload's bytes differ (a different JPEG
 quality per session and round), so every upload is analysed, never served from a cache.
 
+A closed or reloaded page's session stays on the server for ``server.disconnectedSessionTTL``
+(120 s), so over a run the server holds every session of the last two minutes: the memory
+figures include what each keeps.
+
 Time to card: from the upload call to the first "Estimated age" of that page's face card
 being visible. Memory: the server's resident set (VmRSS) after each round, and its peak
 (VmHWM). The browser runs at lower priority (nice 10) so that the server gets the cores
@@ -67,11 +71,11 @@ def server_memory_mb(pid: int) -> dict[str, float]:
     return {"rss_mb": round(fields.get("VmRSS", 0.0), 1), "peak_mb": round(fields.get("VmHWM", 0.0), 1)}
 
 
-def upload_photos(sessions: int, rounds: int) -> list[list[bytes]]:
+def upload_photos(sessions: int, rounds: int, size: tuple[int, int] = (640, 480)) -> list[list[bytes]]:
     """Per round, per session: the benchmark portrait as JPEG bytes, each upload different."""
     from model.bench_common import bench_photo, jpeg_bytes
 
-    photo = bench_photo(640, 480)
+    photo = bench_photo(*size)
     return [[jpeg_bytes(photo, quality=95 - (r * sessions + s) % 40) for s in range(sessions)] for r in range(rounds)]
 
 
@@ -168,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.load", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=6, help="browser sessions uploading at once (default 6)")
     parser.add_argument("--rounds", type=int, default=3, help="simultaneous uploads per session (default 3)")
+    parser.add_argument("--photo-size", default="640x480", metavar="WxH",
+                        help="size of the uploaded photo (default 640x480; 4032x3024 is a 12 MP phone photo)")
     parser.add_argument("--timeout", type=float, default=180.0, help="bound on every wait, seconds (default 180)")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
     parser.add_argument("--server-log", type=Path, default=None, help="keep the server's output in this file")
@@ -181,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.sessions < 1 or args.rounds < 1:
         parser.error("--sessions and --rounds must be at least 1")
-    photos = upload_photos(args.sessions, args.rounds)
+    width, _, height = args.photo_size.lower().partition("x")
+    photos = upload_photos(args.sessions, args.rounds, (int(width), int(height)))
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp:
@@ -200,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stop_server(proc)
     load = os.getloadavg()
-    summary = {"sessions": args.sessions, "rounds": args.rounds, "server_env": args.server_env,
+    summary = {"sessions": args.sessions, "rounds": args.rounds, "photo": args.photo_size,
+               "upload_kb": round(statistics.mean(len(d) for r in photos for d in r) / 1024), "server_env": args.server_env,
                "server_idle_mb": idle["rss_mb"], **summarise(result),
                "warm_up_s": result["warm_up_s"], "load_average": [round(v, 2) for v in load], "cpus": os.cpu_count()}
     print(json.dumps(summary, indent=2))
