@@ -104,14 +104,6 @@ class FaceDetector:
         rows = self.mtcnn.detect_faces(np.ascontiguousarray(small), box_format="xyxy", output_type="numpy")
         return filter_detections(parse_mtcnn_rows(rows, scale), self.min_confidence, self.min_face_size)
 
-
-def largest_faces(detections: list[Detection], n: int) -> list[Detection]:
-    """The ``n`` largest detections by box area, back in left-to-right order."""
-    if len(detections) <= n:
-        return list(detections)
-    keep = sorted(range(len(detections)), key=lambda i: -detections[i].box[2] * detections[i].box[3])[:n]
-    return [detections[i] for i in sorted(keep)]
-
     def warm_up(self) -> None:
         """Run MTCNN once on a drawn face in a 640x480 frame, the commonest photo size.
 
@@ -120,6 +112,14 @@ def largest_faces(detections: list[Detection], n: int) -> list[Detection]:
         PNet. (The drawn face scores below the threshold: nothing is reported.)
         """
         self.mtcnn.detect_faces(_drawn_face(), output_type="numpy")
+
+
+def largest_faces(detections: list[Detection], n: int) -> list[Detection]:
+    """The ``n`` largest detections by box area, back in left-to-right order."""
+    if len(detections) <= n:
+        return list(detections)
+    keep = sorted(range(len(detections)), key=lambda i: -detections[i].box[2] * detections[i].box[3])[:n]
+    return [detections[i] for i in sorted(keep)]
 
 
 def _drawn_face(height: int = 480, width: int = 640) -> np.ndarray:

@@ -18,7 +18,7 @@ from model.results import CAM_METHODS, DEFAULT_CAM_METHOD
 from ui import charts, photos
 
 HEAD_TITLES: dict[str, str] = {"age": "Age", "gender": "Gender", "ethnicity": "Ethnicity"}
-UPLOAD_HINT: str = f"{photos.UPLOAD_TYPE_NAMES} (HEIC: iPhone photos), up to {settings.MAX_UPLOAD_MB} MB each."
+UPLOAD_HINT: str = f"{photos.UPLOAD_TYPE_NAMES} (iPhone: HEIC), up to {settings.MAX_UPLOAD_MB} MB each."
 
 
 # --- photo inputs and results -----------------------------------------------------------------
