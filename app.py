@@ -8,11 +8,14 @@ script in pages/ and the Streamlit blocks live in ui/, the logic in model/ and t
 
 import streamlit as st
 
+from model import settings
 from ui import runtime, widgets
 
 runtime.keep_keras_session()  # a cleared Keras session makes the next model call ~20x slower
 
-st.set_page_config(page_title="facelens", page_icon=":material/face:", layout="wide",
+# The favicon is a file the app serves itself: a ":material/...:" page icon makes every visitor's
+# browser fetch an SVG from fonts.gstatic.com (icons inside the page come from Streamlit's bundled font).
+st.set_page_config(page_title="facelens", page_icon=str(settings.ASSETS_DIR / "favicon.png"), layout="wide",
                    menu_items={"About": "facelens: a MobileNetV2 with three heads trained on UTKFace, CelebA and East Asian adults."})
 
 pages = [

@@ -22,14 +22,14 @@ import numpy as np
 from model import settings
 from model.align import align_face
 from model.card import read_card
-from model.face_detect import FaceDetector, TooManyFacesError
+from model.face_detect import FaceDetector, TooManyFacesError, largest_faces
 from model.heatmap_draw import OVERLAY_ALPHA, face_explanation
-from model.image_io import ImageError, ImageSource, load_image
+from model.image_io import ImageError, ImageSource, load_image, read_image
 from model.labels import ETHNICITIES, GENDERS, age_group, check_head
 from model.postprocess import ethnicity_names, gender_names
-from model.results import DEFAULT_CAM_METHOD, Detection, Explanation, FaceResult
+from model.results import DEFAULT_CAM_METHOD, Detection, Explanation, FaceResult, PhotoResult
 
-__all__ = ["FaceAnalyzer", "FaceResult", "ImageError", "TooManyFacesError", "card_flip_tta"]
+__all__ = ["FaceAnalyzer", "FaceResult", "ImageError", "PhotoResult", "TooManyFacesError", "card_flip_tta"]
 
 
 def card_flip_tta(model_path: Path | None, default: bool = True) -> bool:
@@ -129,24 +129,46 @@ class FaceAnalyzer:
         """
         return load_image(image)
 
-    def analyze(self, image: ImageSource) -> list[FaceResult]:
+    def analyze(self, image: ImageSource, *, largest: int | None = None) -> list[FaceResult]:
         """Every face in the photo, left to right; [] when there is none.
 
         Raises :class:`ImageError` for unusable input and :class:`TooManyFacesError`
-        for crowds above ``settings.MAX_FACES``.
+        for crowds above ``settings.MAX_FACES``, unless ``largest=N`` is given: then
+        the N largest faces are analysed (see :meth:`analyze_photo` for how many were found).
         """
+        return self.analyze_photo(image, largest=largest).faces
+
+    def analyze_photo(self, image: ImageSource, *, largest: int | None = None) -> PhotoResult:
+        """The photo's faces with how many were found and which frame was analysed.
+
+        ``largest=N`` analyses only the N largest faces (by box area) of a crowd
+        instead of raising :class:`TooManyFacesError`; ``faces_found`` says how many
+        there were. A multi-frame file (animated GIF/WebP, multi-page TIFF) is
+        analysed on its first frame; ``frames`` says how many it holds.
+        """
+        if largest is not None and int(largest) < 1:
+            raise ValueError(f"largest must be at least 1, got {largest}")
         t0 = time.perf_counter()
-        photo = self.load_photo(image)  # decoding needs no lock
+        decoded = read_image(image)  # decoding needs no lock
+        photo = decoded.pixels
         decode = time.perf_counter() - t0
         with self._analyze_lock:
             t1 = time.perf_counter()  # waiting for another photo counts in no stage
-            detections: list[Detection] = self.detector.detect(photo)
+            detect_all = getattr(self.detector, "detect_all", None)
+            if largest is None or not callable(detect_all):
+                detections: list[Detection] = self.detector.detect(photo)
+            else:
+                detections = detect_all(photo)
+            found = len(detections)
+            if largest is not None:
+                detections = largest_faces(detections, int(largest))
             t2 = time.perf_counter()
             pairs = []
             for det in detections:
                 try:
                     pairs.append((det, align_face(photo, det.landmarks, input_size=self.input_size)))
                 except ValueError:  # degenerate landmarks (all on one point): not a usable face
+                    found -= 1
                     continue
             detections = [det for det, _ in pairs]
             aligned = [face for _, face in pairs]
@@ -166,7 +188,8 @@ class FaceAnalyzer:
                 "model": t4 - t3,
                 "total": decode + (t4 - t1),
             }
-            return results
+            return PhotoResult(photo=photo, faces=results, faces_found=max(found, len(results)),
+                               frames=decoded.frames, frame=decoded.frame)
 
     def _result(self, i: int, det: Detection, face, outputs, height: int, width: int) -> FaceResult:
         gender_p = {name: float(p) for name, p in zip(GENDERS, outputs.gender[i], strict=True)}

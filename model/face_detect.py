@@ -88,6 +88,13 @@ class FaceDetector:
 
         Raises :class:`TooManyFacesError` above ``max_faces``.
         """
+        faces = self.detect_all(photo)
+        if len(faces) > self.max_faces:
+            raise TooManyFacesError(len(faces), self.max_faces)
+        return faces
+
+    def detect_all(self, photo: np.ndarray) -> list[Detection]:
+        """Like :meth:`detect` with no face limit (a crowd gives every face it holds)."""
         small, scale = downscale(photo, self.max_side)
         if min(small.shape[:2]) < _MTCNN_MIN_INPUT:
             return []
@@ -95,10 +102,7 @@ class FaceDetector:
         # pyramid from the image alone, so other values shift every level and can step
         # over a face (an 80 px face is missed at 24). Small faces are dropped afterwards.
         rows = self.mtcnn.detect_faces(np.ascontiguousarray(small), box_format="xyxy", output_type="numpy")
-        faces = filter_detections(parse_mtcnn_rows(rows, scale), self.min_confidence, self.min_face_size)
-        if len(faces) > self.max_faces:
-            raise TooManyFacesError(len(faces), self.max_faces)
-        return faces
+        return filter_detections(parse_mtcnn_rows(rows, scale), self.min_confidence, self.min_face_size)
 
     def warm_up(self) -> None:
         """Run MTCNN once on a drawn face in a 640x480 frame, the commonest photo size.
@@ -108,6 +112,14 @@ class FaceDetector:
         PNet. (The drawn face scores below the threshold: nothing is reported.)
         """
         self.mtcnn.detect_faces(_drawn_face(), output_type="numpy")
+
+
+def largest_faces(detections: list[Detection], n: int) -> list[Detection]:
+    """The ``n`` largest detections by box area, back in left-to-right order."""
+    if len(detections) <= n:
+        return list(detections)
+    keep = sorted(range(len(detections)), key=lambda i: -detections[i].box[2] * detections[i].box[3])[:n]
+    return [detections[i] for i in sorted(keep)]
 
 
 def _drawn_face(height: int = 480, width: int = 640) -> np.ndarray:

@@ -10,7 +10,9 @@ palette, CMYK, 16-bit — becomes RGB. Nothing is written to disk or logged.
 from __future__ import annotations
 
 import io
+import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -27,6 +29,8 @@ ImageSource = str | Path | bytes | bytearray | memoryview | IO[bytes] | Image.Im
 IMAGE_FORMATS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "heic", "heif")
 #: The same as file suffixes (".jpg", ...): what the CLI and the data layer pick up in a folder.
 IMAGE_SUFFIXES: tuple[str, ...] = tuple(f".{fmt}" for fmt in IMAGE_FORMATS)
+#: The formats for people to read: "JPG, PNG, WEBP, BMP, GIF, TIFF, HEIC" (one name per format).
+FORMAT_NAMES: str = ", ".join(fmt.upper() for fmt in IMAGE_FORMATS if fmt not in ("jpeg", "tif", "heif"))
 
 
 def _register_heif() -> bool:
@@ -46,14 +50,62 @@ class ImageError(ValueError):
     """The input is not a usable image; the message is meant for the user."""
 
 
+@dataclass(frozen=True)
+class DecodedImage:
+    """A decoded photo and how many frames its file holds (animated GIF/WebP, multi-page TIFF).
+
+    Only the first frame is decoded and analysed: ``frame`` is its index (0), ``frames``
+    the file's count, so the app and the CLI can say which frame they looked at.
+    """
+
+    pixels: np.ndarray  # HxWx3 uint8 RGB, EXIF orientation applied
+    frames: int = 1
+    frame: int = 0
+
+
+def _too_large(width: int, height: int) -> ImageError:
+    return ImageError(
+        f"the image is too large ({width}x{height} px, {width * height / 1e6:.0f} megapixels); the limit is "
+        f"{MAX_IMAGE_SIDE} px per side and {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels"
+    )
+
+
 def _check_dimensions(width: int, height: int) -> None:
     if width <= 0 or height <= 0:
         raise ImageError(f"the image has no pixels ({width}x{height})")
     if max(width, height) > MAX_IMAGE_SIDE or width * height > MAX_IMAGE_PIXELS:
-        raise ImageError(
-            f"the image is too large ({width}x{height} px); the limit is {MAX_IMAGE_SIDE} px per side "
-            f"and {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels"
-        )
+        raise _too_large(width, height)
+
+
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the file's header, without Pillow's decompression-bomb check.
+
+    ``Image.open`` refuses images over ``Image.MAX_IMAGE_PIXELS`` before it returns, so
+    the size is read here by the format plugin alone (its constructor parses the header
+    and decodes no pixel). None when no plugin accepts the file.
+    """
+    Image.init()
+    prefix = data[:16]
+    for fmt in Image.ID:
+        factory, accept = Image.OPEN[fmt]
+        try:
+            if accept is not None and not accept(prefix):
+                continue
+            return factory(io.BytesIO(data)).size
+        except Exception:  # noqa: BLE001 - a plugin that cannot parse the header is not the one
+            continue
+    return None
+
+
+def _bomb_error(data: bytes, exc: Exception) -> ImageError:
+    """The app's own words for an image over Pillow's pixel limit: its size and our limit."""
+    size = _header_size(data)
+    if size is not None and size[0] > 0 and size[1] > 0:
+        return _too_large(*size)
+    pixels = re.search(r"\((\d+) pixels\)", str(exc))
+    count = f" ({int(pixels.group(1)) / 1e6:.0f} megapixels)" if pixels else ""
+    return ImageError(f"the image is too large{count}; the limit is {MAX_IMAGE_SIDE} px per side and "
+                      f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels")
 
 
 def read_bytes(source: str | Path | bytes | bytearray | memoryview | IO[bytes]) -> bytes:
@@ -90,7 +142,12 @@ def read_bytes(source: str | Path | bytes | bytearray | memoryview | IO[bytes]) 
 
 
 def decode_image(data: bytes) -> np.ndarray:
-    """Encoded image bytes -> HxWx3 uint8 RGB with EXIF orientation applied."""
+    """Encoded image bytes -> HxWx3 uint8 RGB with EXIF orientation applied (the first frame)."""
+    return decode_frames(data).pixels
+
+
+def decode_frames(data: bytes) -> DecodedImage:
+    """Encoded image bytes -> the first frame as RGB, and the number of frames in the file."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -98,18 +155,30 @@ def decode_image(data: bytes) -> np.ndarray:
             # The header alone gives the size: refuse before decoding any pixel.
             _check_dimensions(*image.size)
             image.load()
+            frames = _frame_count(image)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"the image is too large to decode safely ({exc})") from None
+        raise _bomb_error(data, exc) from None
     except UnidentifiedImageError:
-        raise ImageError("the file is not an image (or not a format this app can read)") from None
+        raise ImageError(f"the file is not an image, or not in a format this app reads ({FORMAT_NAMES})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         message = str(exc)
         if "truncated" in message.lower() or isinstance(exc, EOFError):
             raise ImageError("the image file is truncated or damaged") from None
         raise ImageError(f"the image file is damaged or could not be decoded ({message})") from None
-    return pil_to_rgb(image)
+    return DecodedImage(pil_to_rgb(image), frames=frames)
+
+
+def _frame_count(image: Image.Image) -> int:
+    """Frames in an opened image (1 for a still); counting never fails the photo.
+
+    Counting a GIF's frames walks the file; Pillow leaves the image on frame 0 after it.
+    """
+    try:
+        return max(1, int(getattr(image, "n_frames", 1)))
+    except Exception:  # noqa: BLE001 - a damaged later frame: the first one was read fine
+        return 1
 
 
 def pil_to_rgb(image: Image.Image) -> np.ndarray:
@@ -177,16 +246,21 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
 
 def load_image(source: ImageSource) -> np.ndarray:
     """Any supported input -> HxWx3 uint8 RGB (EXIF applied). Raises :class:`ImageError`."""
+    return read_image(source).pixels
+
+
+def read_image(source: ImageSource) -> DecodedImage:
+    """Any supported input -> its first frame as RGB and the number of frames it holds."""
     if isinstance(source, np.ndarray):
-        return array_to_rgb(source)
+        return DecodedImage(array_to_rgb(source))
     if isinstance(source, Image.Image):
         try:
-            return pil_to_rgb(source)
+            return DecodedImage(pil_to_rgb(source), frames=_frame_count(source))
         except ImageError:
             raise
         except (OSError, ValueError) as exc:
             raise ImageError(f"the image could not be decoded ({exc})") from None
-    return decode_image(read_bytes(source))
+    return decode_frames(read_bytes(source))
 
 
 def downscale(photo: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:

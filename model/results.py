@@ -99,3 +99,33 @@ class Explanation:
     crop_heatmap: np.ndarray = field(repr=False)  # (S, S) float32 in [0, 1] on face_input
     photo_heatmap: np.ndarray = field(repr=False)  # (H, W) float32 in [0, 1], 0 outside the face region
     overlay: np.ndarray = field(repr=False)  # (H, W, 3) uint8 RGB: photo with the colour map blended in
+
+
+@dataclass
+class PhotoResult:
+    """One photo's analysis: its faces, how many were found, and which frame was looked at.
+
+    ``faces`` may be fewer than ``faces_found`` when only the largest faces were analysed
+    (``FaceAnalyzer.analyze_photo(..., largest=N)`` on a crowd). ``frames`` counts the
+    frames of the file (animated GIF/WebP, multi-page TIFF); ``frame`` (0-based) is the
+    one analysed, always the first.
+    """
+
+    photo: np.ndarray = field(repr=False)  # HxWx3 uint8 RGB, the frame analysed
+    faces: list[FaceResult]
+    faces_found: int
+    frames: int = 1
+    frame: int = 0
+
+    @property
+    def limited(self) -> bool:
+        """True when some faces were found but not analysed (only the largest were)."""
+        return self.faces_found > len(self.faces)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "faces": [face.to_dict() for face in self.faces],
+            "faces_found": int(self.faces_found),
+            "frames": int(self.frames),
+            "frame": int(self.frame),
+        }

@@ -58,16 +58,29 @@ class FakeAnalyzer:
 
         return load_image(image)
 
-    def analyze(self, image) -> list:
+    def analyze(self, image, *, largest: int | None = None) -> list:
+        return self.analyze_photo(image, largest=largest).faces
+
+    def analyze_photo(self, image, *, largest: int | None = None):
+        """Faces in the first frame; like the real analyzer, ``largest=N`` keeps N of a crowd."""
         from model.face_detect import TooManyFacesError
-        from model.results import FaceResult
+        from model.image_io import read_image
+        from model.results import PhotoResult
         from model.settings import MAX_FACES
 
-        photo = self.load_photo(image)
+        decoded = read_image(image)
+        photo = decoded.pixels
         if float(photo.std()) < 1.0:
-            return []
-        if self.faces > MAX_FACES:
+            return PhotoResult(photo=photo, faces=[], faces_found=0, frames=decoded.frames)
+        if largest is None and self.faces > MAX_FACES:
             raise TooManyFacesError(self.faces, MAX_FACES)
+        faces = self._faces(photo)
+        return PhotoResult(photo=photo, faces=faces[:largest] if largest else faces, faces_found=len(faces),
+                           frames=decoded.frames)
+
+    def _faces(self, photo: np.ndarray) -> list:
+        from model.results import FaceResult
+
         h, w = photo.shape[:2]
         side = max(8, min(h, w // max(self.faces, 1)) // 2)
         results = []

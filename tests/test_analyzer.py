@@ -279,3 +279,48 @@ def test_degenerate_landmarks_are_dropped_not_raised(untrained_model, astronaut)
     faces = FaceAnalyzer(model=untrained_model, detector=FixedDetector(), warm_up=False).analyze(astronaut)
     assert len(faces) == 1 and faces[0].index == 0
     assert faces[0].detection_confidence == real.confidence and _box_close(faces[0].box, real.box, 2)
+
+
+def _crowd(astronaut: np.ndarray, n: int = 25) -> np.ndarray:
+    """n copies of the astronaut's head on a 5-column grid, each a little larger than the last."""
+    import cv2
+
+    crop = astronaut[20:260, 110:330]
+    rows = -(-n // 5)
+    grid = np.full((rows * 240, 1200, 3), 235, np.uint8)
+    for k in range(n):
+        r, c = divmod(k, 5)
+        side = 110 + 5 * k
+        tile = cv2.resize(crop, (int(side * 220 / 240), side), interpolation=cv2.INTER_AREA)
+        y, x = r * 240 + (240 - tile.shape[0]) // 2, c * 240 + (240 - tile.shape[1]) // 2
+        grid[y:y + tile.shape[0], x:x + tile.shape[1]] = tile
+    return grid
+
+
+def test_a_25_face_photo_gives_its_largest_faces_when_asked(analyzer, astronaut):
+    crowd = _crowd(astronaut)
+    everyone = analyzer.detector.detect_all(crowd)
+    assert len(everyone) == 25
+    with pytest.raises(TooManyFacesError, match="found 25 faces"):
+        analyzer.analyze(crowd)  # without the option the API still refuses a crowd
+    result = analyzer.analyze_photo(crowd, largest=settings.MAX_FACES)
+    assert len(result.faces) == settings.MAX_FACES and result.faces_found == 25 and result.limited
+    areas = sorted((d.box[2] * d.box[3] for d in everyone), reverse=True)
+    kept = [f.box[2] * f.box[3] for f in result.faces]
+    assert min(kept) >= areas[settings.MAX_FACES] * 0.95  # the dropped five are the smallest
+    assert [f.index for f in result.faces] == list(range(settings.MAX_FACES))
+    xs = [f.box[0] for f in result.faces]
+    assert xs == sorted(xs)  # still numbered left to right, like every photo
+    assert len(analyzer.analyze(crowd, largest=3)) == 3
+    assert result.to_dict()["faces_found"] == 25
+
+
+def test_a_gif_whose_face_is_in_frame_2_says_only_frame_1_was_analysed(analyzer, astronaut):
+    face, flat = Image.fromarray(astronaut), Image.fromarray(np.full_like(astronaut, 128))
+    late, early = io.BytesIO(), io.BytesIO()
+    flat.save(late, format="GIF", save_all=True, append_images=[face])
+    face.save(early, format="GIF", save_all=True, append_images=[flat])
+    missed = analyzer.analyze_photo(late.getvalue())
+    assert missed.faces == [] and missed.frames == 2 and missed.frame == 0
+    found = analyzer.analyze_photo(early.getvalue())
+    assert len(found.faces) == 1 and found.frames == 2

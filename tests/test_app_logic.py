@@ -3,6 +3,7 @@ and the session store of ui.state."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from model import settings
 from model.card import ModelCard, read_card
-from tests.app_support import FakeAnalyzer, blank_bytes, portrait_bytes, values, write_model_card
+from tests.app_support import FakeAnalyzer, blank_bytes, portrait_bytes, write_model_card
 from training import explorer
 from ui import charts, dataset_charts, photos, state
 
@@ -24,13 +25,17 @@ def test_analyze_bytes_outcomes():
     assert photos.analyze_bytes(fake, "c.png", b"GIF89a broken").status == "unreadable"
     big = photos.analyze_bytes(fake, "d.png", b"0" * (photos.MAX_UPLOAD_BYTES + 1))
     assert big.status == "too_large" and big.photo is None
-    fake.faces = settings.MAX_FACES + 1
-    assert photos.analyze_bytes(fake, "e.png", portrait_bytes()).status == "too_many"
+    fake.faces = settings.MAX_FACES + 5
+    crowd = photos.analyze_bytes(fake, "e.png", portrait_bytes())  # not refused: the largest faces are shown
+    assert crowd.ok and len(crowd.faces) == settings.MAX_FACES and crowd.faces_found == settings.MAX_FACES + 5
+    assert crowd.notes == [f"e.png: showing {settings.MAX_FACES} of {settings.MAX_FACES + 5} faces, the "
+                           f"{settings.MAX_FACES} largest (at most {settings.MAX_FACES} are analysed per photo)."]
+    assert ok.notes == []
 
 
 def test_unexpected_errors_become_a_message(caplog):
     class Broken(FakeAnalyzer):
-        def analyze(self, image):
+        def analyze_photo(self, image, *, largest=None):
             raise RuntimeError("{boom}")
 
     outcome = photos.analyze_bytes(Broken(), "x.png", portrait_bytes())
@@ -117,10 +122,15 @@ def test_model_card_charts(tmp_path):
     assert [float(v) for v in calibration.data[1].y] == [0.78]
 
 
-def test_ethnicity_bar_keeps_label_order():
-    fig = charts.ethnicity_bar({"other": 0.1, "white": 0.6, "black": 0.1, "asian": 0.1, "indian": 0.1})
-    assert list(fig.data[0].y) == ["White", "Black", "Asian", "Indian", "Other"]
-    assert values(fig.to_plotly_json()["data"][0]["x"])[0] == pytest.approx(0.6)
+def test_ethnicity_bars_keep_label_order_and_widths():
+    import re
+
+    html = charts.ethnicity_bars_html({"other": 0.1, "white": 0.604, "black": 0.05, "asian": 0.2, "indian": 0.046})
+    assert re.findall(r"<span style='width:4.5rem;font-size:0.9rem'>(\w+)</span>", html) == [
+        "White", "Black", "Asian", "Indian", "Other"]
+    assert re.findall(r"width:([\d.]+)%", html) == ["60.4", "5.0", "20.0", "4.6", "10.0"]
+    assert "title='White: 60.4%'" in html and ">60%</span>" in html
+    assert "http" not in html  # nothing for the browser to fetch
 
 
 def test_age_histogram_rebins_counts():
@@ -175,7 +185,7 @@ def test_streamlit_config_suits_headless_serving():
 
 def test_display_copies_are_shrunk_and_ages_read_well():
     big = np.zeros((4000, 3000, 3), np.uint8)
-    assert photos.for_display(big).shape == (photos.DISPLAY_MAX_SIDE, 1200, 3)
+    assert photos.for_display(big).shape == (photos.DISPLAY_MAX_SIDE, photos.DISPLAY_MAX_SIDE * 3 // 4, 3)
     small = np.zeros((10, 20, 3), np.uint8)
     assert photos.for_display(small) is small
     assert [photos.age_text(a) for a in (0.6, 1.2, 34.5)] == ["1 year", "1 year", "34 years"]
@@ -185,15 +195,38 @@ def test_session_store_keeps_the_newest_photos_within_budget(monkeypatch):
     from collections import OrderedDict
 
 
-    def photo(side: int) -> photos.PhotoAnalysis:
-        return photos.PhotoAnalysis(str(side), str(side), "ok", photo=np.zeros((side, side, 3), np.uint8))
+    def photo(size: int) -> photos.PhotoAnalysis:
+        return photos.PhotoAnalysis(str(size), str(size), "ok", data=b"x" * size, display=b"y" * size)
 
     store = OrderedDict((str(i), photo(10)) for i in range(state.MAX_KEPT_PHOTOS + 3))
     state._evict(store, keep=1)
     assert list(store) == [str(i) for i in range(3, state.MAX_KEPT_PHOTOS + 3)]
-    monkeypatch.setattr(state, "MAX_KEPT_PIXELS", 250)
+    assert store["3"].kept_bytes == 20
+    monkeypatch.setattr(state, "MAX_KEPT_BYTES", 100)
     state._evict(store, keep=2)
-    assert len(store) == 2  # over the pixel budget, but the photos on screen stay
+    assert list(store) == [str(i) for i in range(state.MAX_KEPT_PHOTOS - 2, state.MAX_KEPT_PHOTOS + 3)]  # 5 x 20 bytes
+    monkeypatch.setattr(state, "MAX_KEPT_BYTES", 10)
+    state._evict(store, keep=2)
+    assert len(store) == 2  # over the budget, but the photos on screen stay
+
+
+def test_an_analysed_photo_keeps_its_upload_and_screen_images_not_its_pixels():
+    """Per session the app keeps the compressed upload, the annotated photo and the thumbnails as
+    JPEG at screen size; the pixels are decoded again only when asked for (Grad-CAM, Explain)."""
+    from PIL import Image
+
+    data = portrait_bytes("JPEG")
+    outcome = photos.analyze_bytes(FakeAnalyzer(faces=2), "a.jpg", data)
+    assert outcome.data == data and outcome.shape == (512, 512, 3)
+    assert "photo" not in vars(outcome)  # no decoded array is stored
+    assert Image.open(io.BytesIO(outcome.display)).size == (512, 512)
+    assert sorted(outcome.thumbs) == [0, 1]
+    assert all(max(Image.open(io.BytesIO(t)).size) <= photos.THUMB_MAX_SIDE for t in outcome.thumbs.values())
+    np.testing.assert_array_equal(outcome.photo, photos.image_io.load_image(data))
+    assert outcome.kept_bytes == (len(data) + len(outcome.display) + sum(map(len, outcome.thumbs.values()))
+                                  + 2 * 128 * 128 * 3) < outcome.photo.nbytes / 2
+    blank = photos.analyze_bytes(FakeAnalyzer(), "b.png", blank_bytes())
+    assert blank.status == "no_face" and blank.data == b"" and blank.photo is None and blank.kept_bytes == 0
 
 
 def test_card_details_are_rows_not_json(tmp_path):
@@ -209,3 +242,22 @@ def test_gender_text_says_unsure_for_a_coin_flip():
     assert photos.gender_text("male", 0.54) == ("Unsure", "leans male (54%); the model cannot tell")
     assert photos.gender_text("female", 0.93) == ("Female", "probability 93%")
     assert photos.gender_text("female", photos.GENDER_UNSURE_BELOW)[0] == "Female"
+
+
+
+def test_freed_memory_is_handed_back_once_per_new_photo(monkeypatch):
+    import sys
+
+    from tests.app_support import open_page, serving
+    from ui import runtime
+
+    if sys.platform.startswith("linux"):
+        assert runtime._TRIM is not None and runtime._TRIM(0) in (0, 1)  # glibc's malloc_trim, really called
+    calls = []
+    monkeypatch.setattr(runtime, "release_free_memory", lambda: calls.append(1) or True)
+    with serving(FakeAnalyzer()):
+        at = open_page()
+        at.file_uploader(key="analyze_upload").set_value([("a.png", portrait_bytes(), "image/png")]).run()
+        assert at.metric and calls == [1]
+        at.run()  # a rerun reuses the result: nothing new was freed
+        assert calls == [1]

@@ -1,7 +1,9 @@
 """End to end in a real browser: `streamlit run app.py` driven by headless Chromium.
 
 Uploads the sample portrait, waits for a face card, visits every page and saves
-screenshots to test-artifacts/ (gitignored). Uses the shipped model when present,
+screenshots to test-artifacts/ (gitignored). Every request the page makes is recorded:
+none may go to a host other than the app's own (no font, icon or analytics service), and
+a file the app cannot read is refused with its reason visible on the page. Uses the shipped model when present,
 otherwise an untrained one of the same shape (the card must appear; its numbers are
 not checked). Skips with the reason when Chromium or Playwright is missing. Every
 wait is bounded, so a broken server fails the test instead of hanging it.
@@ -17,6 +19,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 
@@ -93,15 +96,26 @@ def _no_exception(page) -> None:
     assert errors.count() == 0, errors.first.inner_text()
 
 
+def _foreign_requests(urls: list[str], app_url: str) -> list[str]:
+    """Requests to anything but the app's own origin (data: and blob: URLs stay in the browser)."""
+    from urllib.parse import urlsplit
+
+    own = urlsplit(app_url).netloc
+    return [u for u in urls if urlsplit(u).scheme not in ("data", "blob") and urlsplit(u).netloc != own]
+
+
 def test_upload_photo_and_visit_every_page(app_url):
     from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
+    requested: list[str] = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
                                              timeout=60_000)
         try:
             page = browser.new_page(viewport={"width": 1440, "height": 1500})
+            page.on("request", lambda request: requested.append(request.url))
+            page.on("websocket", lambda ws: requested.append(ws.url))
             page.set_default_timeout(STEP_MS)
             page.goto(app_url, wait_until="domcontentloaded", timeout=STEP_MS)
             expect(page.get_by_role("heading", name="Analyze a photo")).to_be_visible()
@@ -116,6 +130,10 @@ def test_upload_photo_and_visit_every_page(app_url):
             expect(page.get_by_text("Estimated age").first).to_be_visible(timeout=FIRST_RESULT_MS)
             expect(page.get_by_text("Face 1", exact=True).first).to_be_visible()
             expect(page.get_by_text("Detection confidence").first).to_be_visible()
+            # The favicon is the app's own file (headless Chromium may never request a favicon, so its
+            # address is checked too: a ":material/...:" page icon points at fonts.gstatic.com).
+            icon = page.locator("link[rel='shortcut icon'], link[rel='icon']").first.get_attribute("href") or ""
+            assert not _foreign_requests([urljoin(app_url + "/", icon)], app_url), icon
             page.wait_for_timeout(1500)  # let the Plotly bars finish drawing before the screenshot
             _no_exception(page)
             page.screenshot(path=str(ARTIFACTS / "analyze_page.png"), full_page=True)
@@ -134,7 +152,17 @@ def test_upload_photo_and_visit_every_page(app_url):
                 page.wait_for_timeout(1500)
                 _no_exception(page)
                 page.screenshot(path=str(ARTIFACTS / shot), full_page=True)
+
+            # A file the app cannot read: the reason is on the page, not only in a chip's tooltip.
+            page.get_by_test_id("stSidebarNav").get_by_role("link", name="Analyze", exact=True).click()
+            page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(
+                files=[{"name": "scan.pdf", "mimeType": "application/pdf", "buffer": b"%PDF-1.4 not a photo"}])
+            expect(page.get_by_text("Could not read scan.pdf: the file is not an image")).to_be_visible()
+            page.wait_for_timeout(1000)
         finally:
             browser.close()
+    assert any(u.startswith(app_url) for u in requested) and any("/_stcore/stream" in u for u in requested)
+    foreign = _foreign_requests(requested, app_url)
+    assert not foreign, f"the page asked other hosts: {sorted(set(foreign))}"
     for name in ("analyze_page.png", "explain_page.png", "dataset_page.png", "model_page.png"):
         assert (ARTIFACTS / name).stat().st_size > 10_000

@@ -126,3 +126,11 @@ def test_warm_up_runs_all_three_stages_and_reports_nothing(detector):
     assert len(rows) >= 1  # reaches ONet
     detector.warm_up()
     assert detector.detect(_drawn_face()) == []  # but is no face at the real threshold
+
+
+def test_largest_faces_keeps_the_biggest_boxes_in_reading_order():
+    from model.face_detect import largest_faces
+
+    dets = [Detection((float(x), 0.0, float(w), float(w)), 0.99, {}) for x, w in ((0, 30), (50, 80), (200, 40), (300, 90))]
+    assert [d.box[0] for d in largest_faces(dets, 2)] == [50.0, 300.0]
+    assert largest_faces(dets, 10) == dets

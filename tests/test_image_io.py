@@ -194,3 +194,35 @@ def test_one_format_list_for_uploader_and_cli(tmp_path):
     for name in ("a.HEIC", "b.heif", "c.gif", "d.tiff", "notes.txt"):
         (tmp_path / name).write_bytes(b"x")
     assert [p.name for p in collect_paths([str(tmp_path)])] == ["a.HEIC", "b.heif", "c.gif", "d.tiff"]
+
+
+@pytest.mark.parametrize("size", [(15_000, 15_000), (10_000, 10_000)])
+def test_an_image_over_pillows_pixel_limit_gets_the_apps_own_message(size):
+    """Over Pillow's decompression-bomb limit (89 MP warns, 179 MP raises) the message gives the
+    image's size and the app's limit, not Pillow's 'decompression bomb DOS attack' text."""
+    from PIL import Image as PILImage
+
+    assert size[0] * size[1] > PILImage.MAX_IMAGE_PIXELS  # Pillow itself refuses these in Image.open
+    with pytest.raises(ImageError) as info:
+        load_image(_png_header_only(*size))
+    message = str(info.value)
+    assert f"{size[0]}x{size[1]} px, {size[0] * size[1] / 1e6:.0f} megapixels" in message
+    assert f"the limit is {settings.MAX_IMAGE_SIDE} px per side and {settings.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels" \
+        in message
+    assert "bomb" not in message.lower() and "DOS" not in message
+
+
+@pytest.mark.parametrize("fmt, ext", [("GIF", "gif"), ("WEBP", "webp"), ("TIFF", "tiff")])
+def test_multi_frame_files_give_their_first_frame_and_frame_count(fmt, ext, tmp_path):
+    from model.image_io import read_image
+
+    frames = [np.full((30, 40, 3), value, np.uint8) for value in (20, 120, 220)]
+    path = tmp_path / f"anim.{ext}"
+    Image.fromarray(frames[0]).save(path, format=fmt, save_all=True,
+                                    append_images=[Image.fromarray(f) for f in frames[1:]])
+    for source in (path, path.read_bytes(), Image.open(path)):
+        decoded = read_image(source)
+        assert decoded.frames == 3 and decoded.frame == 0
+        assert abs(float(decoded.pixels.mean()) - 20) < 3  # the first frame, not a later one
+    assert read_image(_encode(Image.fromarray(frames[1]), "PNG")).frames == 1
+    assert read_image(frames[2]).frames == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -47,12 +48,17 @@ def photos(tmp_path_factory) -> dict[str, Path]:
 def test_json_output_has_one_entry_per_image_and_goes_on_past_bad_files(analyzer, photos, capsys):
     folder = photos["astronaut"].parent
     code = predict.main(["--json", str(folder), "/nonexistent/x.jpg"], analyzer=analyzer)
-    out = json.loads(capsys.readouterr().out)
-    assert code == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert code == predict.EXIT_SOME_FAILED == 3
     by_name = {Path(e["image"]).name: e for e in out}
     assert set(by_name) == {"astronaut.jpg", "noise.png", "broken.jpg", "readme.png", "x.jpg"}
     for entry in out:
-        assert set(entry) == {"image", "faces", "error"}
+        assert set(entry) == {"image", "faces", "faces_found", "frames", "error"}
+    # the folder's text file is listed with its reason, and every failure with its own
+    assert "skipped " + str(folder / "ignored.txt") + ": not an image type this tool reads ('.txt'" in captured.err
+    assert "3 of 5 files could not be analysed" in captured.err
+    assert f"  {photos['broken']}: the image file is truncated" in captured.err
     good = by_name["astronaut.jpg"]
     assert good["error"] is None and len(good["faces"]) == 1
     face = good["faces"][0]
@@ -60,25 +66,30 @@ def test_json_output_has_one_entry_per_image_and_goes_on_past_bad_files(analyzer
     assert len(face["box"]) == 4 and all(isinstance(v, int) for v in face["box"])
     assert face["gender"] in ("male", "female") and 0.5 <= face["gender_probability"] <= 1
     assert list(face["ethnicity_probabilities"]) == list(ETHNICITIES)
-    assert by_name["noise.png"] == {"image": str(photos["noise"]), "faces": [], "error": None}
+    assert by_name["noise.png"] == {"image": str(photos["noise"]), "faces": [], "faces_found": 0, "frames": 1,
+                                    "error": None}
     assert "truncated" in by_name["broken.jpg"]["error"]
     assert "not an image" in by_name["readme.png"]["error"]
     assert "no such file" in by_name["x.jpg"]["error"]
 
 
 @pytest.mark.slow
-def test_exit_code_is_nonzero_only_when_nothing_could_be_read(analyzer, photos, capsys):
+def test_exit_status_says_whether_anything_failed(analyzer, photos, capsys):
     assert predict.main(["--json", str(photos["broken"]), str(photos["text"])], analyzer=analyzer) == 1
-    assert len(json.loads(capsys.readouterr().out)) == 2
-    assert predict.main(["--json", str(photos["noise"])], analyzer=analyzer) == 0  # readable, no face
-    capsys.readouterr()
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)) == 2 and "2 of 2 files could not be analysed" in captured.err
+    assert predict.main(["--json", str(photos["noise"]), str(photos["astronaut"])], analyzer=analyzer) == 0
+    assert "could not be analysed" not in capsys.readouterr().err  # readable, no face: not a failure
+    assert predict.main([str(photos["astronaut"]), str(photos["text"])], analyzer=analyzer) == 3
+    err = capsys.readouterr().err
+    assert f"1 of 2 files could not be analysed:\n  {photos['text']}: the file is not an image" in err
 
 
 @pytest.mark.slow
 def test_table_output_is_readable(analyzer, photos, capsys):
     code = predict.main([str(photos["astronaut"]), str(photos["noise"]), str(photos["text"])], analyzer=analyzer)
     out = capsys.readouterr().out
-    assert code == 0
+    assert code == predict.EXIT_SOME_FAILED  # readme.png is not an image
     lines = out.strip().splitlines()
     assert lines[0].split()[:2] == ["image", "face"]
     assert any("astronaut.jpg" in line and ("male" in line or "female" in line) for line in lines)
@@ -148,8 +159,15 @@ def test_bad_arguments_and_empty_folders(tmp_path, capsys):
     assert info.value.code == 2
     empty = tmp_path / "empty"
     empty.mkdir()
+    (empty / "notes.md").write_text("x")
+    (empty / "sub").mkdir()
     assert predict.main([str(empty)]) == 1
-    assert "no image files" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no image files" in err and f"skipped {empty / 'notes.md'}: not an image type" in err
+    assert f"skipped {empty / 'sub'}: a sub-folder" in err
+    with pytest.raises(SystemExit) as info:
+        predict.main(["--max-faces", "0", str(empty)])
+    assert info.value.code == 2
 
 
 @pytest.mark.slow
@@ -171,6 +189,8 @@ def test_gradcam_stems_never_collide():
     stems = predict.gradcam_stems(paths)
     assert stems[:2] == ["me-2", "me"] and stems[3] == "you"
     assert len(set(stems)) == len(stems)
+    # names that differ only in case would overwrite each other on macOS and Windows disks
+    assert predict.gradcam_stems([Path("a/Me.jpg"), Path("b/me.png"), Path("c/ME-2.bmp")]) == ["Me", "me-2", "ME-2-2"]
     assert all(stem.startswith(path.stem) for stem, path in zip(stems, paths, strict=True))
 
 
@@ -189,3 +209,31 @@ def test_gradcam_files_of_dotted_names_never_overwrite_each_other(tmp_path, caps
                 for head in ("age", "gender", "ethnicity") for ext in ("png", "npy")}
     assert {p.name for p in out_dir.iterdir()} == expected  # 4 photos x 2 faces x 3 heads x 2 files
 
+
+
+def test_a_crowd_shows_the_largest_faces_and_says_how_many_were_found(tmp_path, capsys):
+    from tests.app_support import FakeAnalyzer, portrait_bytes
+
+    photo = tmp_path / "crowd.png"
+    photo.write_bytes(portrait_bytes())
+    fake = FakeAnalyzer(faces=25)
+    assert predict.main(["--json", "--max-faces", "20", str(photo)], analyzer=fake) == 0
+    (entry,) = json.loads(capsys.readouterr().out)
+    assert entry["error"] is None and len(entry["faces"]) == 20 and entry["faces_found"] == 25
+    assert predict.main([str(photo)], analyzer=fake) == 0  # the default limit is settings.MAX_FACES
+    assert "note: showing 20 of 25 faces (the 20 largest)" in capsys.readouterr().out
+
+
+def test_a_multi_frame_file_says_which_frame_was_analysed(tmp_path, capsys):
+    from tests.app_support import FakeAnalyzer, portrait_bytes
+
+    face = np.asarray(Image.open(io.BytesIO(portrait_bytes())).convert("RGB"))
+    flat = np.full_like(face, 128)
+    Image.fromarray(flat).save(tmp_path / "late.gif", save_all=True, append_images=[Image.fromarray(face)])
+    darker = np.full_like(face, 60)  # GIF merges identical consecutive frames: two different flat ones
+    Image.fromarray(face).save(tmp_path / "early.gif", save_all=True,
+                               append_images=[Image.fromarray(flat), Image.fromarray(darker)])
+    assert predict.main([str(tmp_path / "late.gif"), str(tmp_path / "early.gif")], analyzer=FakeAnalyzer()) == 0
+    out = capsys.readouterr().out
+    assert "late.gif" in out and "no face found in frame 1 (the file has 2 frames; only frame 1 was analysed)" in out
+    assert "note: the file has 3 frames; frame 1 was analysed" in out

@@ -1,4 +1,4 @@
-"""Plotly figures for the app: a face's ethnicity probabilities and the model card.
+"""Plotly figures for the app (the model card) and a face's ethnicity probabilities as HTML bars.
 
 Pure functions from FaceResult fields, the model card (model.card.ModelCard) and its
 metric sections to figures, so they are testable without Streamlit and the
@@ -44,21 +44,26 @@ def style_figure(fig: go.Figure, title: str | None = None, height: int | None = 
 # --- one face ---------------------------------------------------------------------------------
 
 
-def ethnicity_bar(probabilities: dict[str, float], height: int = 210) -> go.Figure:
-    """Horizontal bars of the five ethnicity probabilities, in label order."""
-    names = [n for n in ETHNICITIES if n in probabilities]
-    values = [float(probabilities[n]) for n in names]
-    fig = go.Figure(go.Bar(
-        x=values, y=[short_ethnicity(n) for n in names], orientation="h",
-        marker_color=[ETHNICITY_COLOURS[n] for n in names],
-        text=[f"{v:.0%}" for v in values], textposition="outside", cliponaxis=False,
-        hovertemplate="%{y}: %{x:.1%}<extra></extra>",
-    ))
-    fig.update_xaxes(range=[0, 1.15], tickformat=".0%", showgrid=False, visible=False)
-    fig.update_yaxes(autorange="reversed")
-    fig = style_figure(fig, height=height)
-    fig.update_layout(margin=dict(l=0, r=0, t=4, b=4))
-    return fig
+def ethnicity_bars_html(probabilities: dict[str, float]) -> str:
+    """The five ethnicity probabilities as plain HTML bars, in label order.
+
+    A face card shows these instead of a Plotly figure: a chart per face cost the server a
+    figure build and the browser a Plotly render per card, which under six simultaneous
+    uploads delayed every card by about a second (``python -m tools.load``).
+    """
+    rows = []
+    for name in (n for n in ETHNICITIES if n in probabilities):
+        p = min(max(float(probabilities[name]), 0.0), 1.0)
+        label = short_ethnicity(name)
+        rows.append(
+            f"<div title='{label}: {p:.1%}' style='display:flex;align-items:center;gap:0.5rem;margin:3px 0'>"
+            f"<span style='width:4.5rem;font-size:0.9rem'>{label}</span>"
+            "<span style='flex:1;height:0.8rem;background:#EEF0F8;border-radius:3px'>"
+            f"<span style='display:block;width:{p * 100:.1f}%;height:100%;background:{ETHNICITY_COLOURS[name]};"
+            "border-radius:3px'></span></span>"
+            f"<span style='width:2.8rem;text-align:right;font-size:0.9rem'>{p:.0%}</span></div>"
+        )
+    return "<div class='facelens-ethnicity'>" + "".join(rows) + "</div>"
 
 
 # --- the model card ---------------------------------------------------------------------------

@@ -21,12 +21,16 @@ import pandas as pd
 from model import image_io, settings
 from model.settings import GENDER_UNSURE_BELOW
 
-#: File types the uploader accepts (lower case, without the dot).
+#: File types the app reads (lower case, without the dot), and the same for people to read.
 UPLOAD_TYPES: tuple[str, ...] = image_io.IMAGE_FORMATS
+UPLOAD_TYPE_NAMES: str = image_io.FORMAT_NAMES
 MAX_UPLOAD_BYTES: int = settings.MAX_UPLOAD_MB * 1024 * 1024
 SAMPLE_NAME: str = "sample_astronaut.png"
-#: Longest side of photos shown in the browser.
-DISPLAY_MAX_SIDE: int = 1600
+#: Longest side of photos shown in the browser (Streamlit re-encodes an image wider than 1460 px
+#: on every run; at this size the page's own JPEG goes out as it is).
+DISPLAY_MAX_SIDE: int = 1400
+#: Longest side of a face thumbnail on its card.
+THUMB_MAX_SIDE: int = 320
 #: Box colours (RGB) cycled by face number; same order as the card badges.
 BOX_COLOURS: tuple[tuple[int, int, int], ...] = (
     (79, 70, 229), (219, 39, 119), (5, 150, 105), (217, 119, 6), (37, 99, 235), (124, 58, 237),
@@ -37,18 +41,54 @@ _log = logging.getLogger(__name__)
 
 @dataclass
 class PhotoAnalysis:
-    """One photo's outcome: the decoded photo and its faces, or why there are none."""
+    """One photo's outcome: its faces and what the page shows of it, or why there are none.
+
+    What a session keeps is small and bounded: the uploaded file's bytes (compressed; the
+    decoded photo, ~10x larger, is decoded again on demand by :attr:`photo` for Grad-CAM
+    and the Explain page), and the annotated photo and face thumbnails encoded once as
+    JPEG at screen size, so reruns and other sessions never pay for encoding them again.
+    A photo without faces keeps nothing but its message.
+    """
 
     name: str
     digest: str
     status: str  # ok | no_face | too_many | too_large | unreadable | error
     message: str = ""
-    photo: np.ndarray | None = field(default=None, repr=False)
+    data: bytes = field(default=b"", repr=False)  # the upload (kept for photos with faces only)
     faces: list = field(default_factory=list)
+    faces_found: int = 0  # faces detected; more than len(faces) when only the largest were analysed
+    frames: int = 1  # frames in the file (animated GIF/WebP, multi-page TIFF); frame 1 is analysed
+    shape: tuple[int, ...] | None = None  # the decoded photo's (H, W, 3)
+    display: bytes = field(default=b"", repr=False)  # JPEG: the photo with numbered boxes, screen size
+    thumbs: dict[int, bytes] = field(default_factory=dict, repr=False)  # JPEG per face index: its crop
+
+    @property
+    def photo(self) -> np.ndarray | None:
+        """The analysed photo (first frame, EXIF applied), decoded again from the upload; None without one."""
+        if not self.data:
+            return None
+        return image_io.load_image(self.data)
+
+    @property
+    def kept_bytes(self) -> int:
+        """Memory this outcome holds in a session (upload, encoded images, the faces' model inputs)."""
+        faces = sum(int(getattr(f, "face_input", np.empty(0)).nbytes) for f in self.faces)
+        return len(self.data) + len(self.display) + sum(len(t) for t in self.thumbs.values()) + faces
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def notes(self) -> list[str]:
+        """What the user should know about a photo that was analysed: faces left out, frames not looked at."""
+        out = []
+        if self.ok and self.faces_found > len(self.faces):
+            out.append(f"{self.name}: showing {len(self.faces)} of {self.faces_found} faces, the "
+                       f"{len(self.faces)} largest (at most {settings.MAX_FACES} are analysed per photo).")
+        if self.ok and self.frames > 1:
+            out.append(f"{self.name} has {self.frames} frames; frame 1 was analysed.")
+        return out
 
 
 # --- photos -----------------------------------------------------------------------------------
@@ -82,17 +122,24 @@ def analyze_bytes(analyzer, name: str, data: bytes) -> PhotoAnalysis:
     if not data:
         return PhotoAnalysis(name, digest, "unreadable", f"Could not read {name}: the file is empty.")
     try:
-        photo = analyzer.load_photo(data)
-        faces = list(analyzer.analyze(photo))
+        # A crowd is not refused: its MAX_FACES largest faces are analysed and the page says so.
+        result = analyzer.analyze_photo(data, largest=settings.MAX_FACES)
     except Exception as exc:  # the app must survive any photo
         status, message = _classify(exc, name)
         return PhotoAnalysis(name, digest, status, message)
-    if not faces:
+    if not result.faces:
+        where = (f"frame 1 of {name} (the file has {result.frames} frames and only frame 1 was analysed)"
+                 if result.frames > 1 else name)
         return PhotoAnalysis(name, digest, "no_face", (
-            f"No face found in {name}. Faces should be at least {settings.MIN_FACE_SIZE} px wide, "
+            f"No face found in {where}. Faces should be at least {settings.MIN_FACE_SIZE} px wide, "
             "roughly frontal and well lit."
-        ), photo=photo)
-    return PhotoAnalysis(name, digest, "ok", photo=photo, faces=faces)
+        ), frames=result.frames, shape=tuple(result.photo.shape))
+    faces = list(result.faces)
+    return PhotoAnalysis(name, digest, "ok", data=bytes(data), faces=faces, faces_found=result.faces_found,
+                         frames=result.frames, shape=tuple(result.photo.shape),
+                         display=jpeg_bytes(for_display(annotate(result.photo, faces))),
+                         thumbs={f.index: jpeg_bytes(for_display(crop_box(result.photo, f.box), THUMB_MAX_SIDE))
+                                 for f in faces})
 
 
 @functools.lru_cache(maxsize=1)
@@ -101,6 +148,15 @@ def sample_photo_bytes() -> bytes:
     from skimage import data
 
     return png_bytes(data.astronaut())
+
+
+def jpeg_bytes(image: np.ndarray, quality: int = 90) -> bytes:
+    """Encode an HxWx3 uint8 RGB array as JPEG in memory (what the page shows)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, np.uint8)).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -217,7 +273,8 @@ def faces_csv(analyses: list[PhotoAnalysis]) -> str:
 def faces_json(analyses: list[PhotoAnalysis]) -> str:
     """Every photo with its outcome and full per-face results (FaceResult.to_dict)."""
     payload = [
-        {"photo": a.name, "status": a.status, "message": a.message, "faces": [f.to_dict() for f in a.faces]}
+        {"photo": a.name, "status": a.status, "message": a.message, "faces_found": a.faces_found,
+         "frames": a.frames, "faces": [f.to_dict() for f in a.faces]}
         for a in analyses
     ]
     return json.dumps(payload, indent=2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import sys
 
@@ -39,3 +41,29 @@ def keep_keras_session() -> None:
     if script_runner._clean_problem_modules is not _close_pyplot_figures:
         STREAMLIT_CLEAN_UP[:] = [script_runner._clean_problem_modules]
         script_runner._clean_problem_modules = _close_pyplot_figures
+
+
+def _malloc_trim():
+    """glibc's malloc_trim, or None where the C library has none (musl, macOS)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+_TRIM = _malloc_trim()
+
+
+def release_free_memory() -> bool:
+    """Hand memory malloc holds but no longer uses back to the system (glibc's ``malloc_trim(0)``).
+
+    Each session's script runs on its own thread, and glibc gives busy threads their own
+    malloc arenas, which keep what an analysis freed. Called after each new photo is
+    analysed; True when memory was returned.
+    """
+    return bool(_TRIM(0)) if _TRIM is not None else False

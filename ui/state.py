@@ -10,12 +10,13 @@ from typing import Any
 import streamlit as st
 
 from model import settings
-from ui import photos
+from ui import photos, runtime
 
 RESULTS_KEY = "facelens_results"
-#: Analysed photos kept per browser session (in memory only), by count and by decoded size.
+#: Analysed photos kept per browser session (in memory only), by count and by what they hold
+#: (PhotoAnalysis.kept_bytes: the upload and its encoded screen images, not decoded pixels).
 MAX_KEPT_PHOTOS = 12
-MAX_KEPT_PIXELS = 48_000_000  # ~144 MB of RGB: four 12 MP phone photos
+MAX_KEPT_BYTES = 32 * 1024 * 1024  # about eight phone photos
 
 _override: Any | None = None
 
@@ -74,23 +75,27 @@ def analyze_all(analyzer, sources: list[tuple[str, bytes]]) -> list[photos.Photo
     """Analyse each photo once per session (reruns reuse the results)."""
     store = _results()
     out = []
+    analysed = False
     for number, (name, data) in enumerate(sources, start=1):
         digest = photos.digest_of(data)
         if digest not in store:
             with st.spinner(f"Finding and analysing faces in {name} ({number}/{len(sources)})..."):
                 store[digest] = photos.analyze_bytes(analyzer, name, data)
+            analysed = True
         store.move_to_end(digest)
         out.append(store[digest])
     _evict(store, keep=len(sources))
+    if analysed:  # the decoded photo and the pipeline's buffers are garbage now: return them
+        runtime.release_free_memory()
     return out
 
 
 def _evict(store: OrderedDict, keep: int) -> None:
-    """Forget the oldest photos beyond the count or pixel budget, never the ``keep`` newest."""
-    def pixels() -> int:
-        return sum(a.photo.shape[0] * a.photo.shape[1] for a in store.values() if a.photo is not None)
+    """Forget the oldest photos beyond the count or memory budget, never the ``keep`` newest."""
+    def kept() -> int:
+        return sum(a.kept_bytes for a in store.values())
 
-    while len(store) > max(keep, 1) and (len(store) > MAX_KEPT_PHOTOS or pixels() > MAX_KEPT_PIXELS):
+    while len(store) > max(keep, 1) and (len(store) > MAX_KEPT_PHOTOS or kept() > MAX_KEPT_BYTES):
         store.popitem(last=False)
 
 

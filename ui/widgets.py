@@ -18,6 +18,7 @@ from model.results import CAM_METHODS, DEFAULT_CAM_METHOD
 from ui import charts, photos
 
 HEAD_TITLES: dict[str, str] = {"age": "Age", "gender": "Gender", "ethnicity": "Ethnicity"}
+UPLOAD_HINT: str = f"{photos.UPLOAD_TYPE_NAMES} (iPhone: HEIC), up to {settings.MAX_UPLOAD_MB} MB each."
 
 
 # --- photo inputs and results -----------------------------------------------------------------
@@ -37,12 +38,15 @@ def photo_sources(prefix: str) -> list[tuple[str, bytes]]:
     """Uploader, camera and sample button; returns (name, bytes) of the photos to analyse."""
     left, right = st.columns([3, 1], vertical_alignment="bottom")
     with left:
+        # No ``type=``: the browser would refuse other files with a red chip whose reason shows
+        # only on hover. Every file reaches the app instead, which says on the page why it
+        # cannot read one (the accepted formats are image_io.IMAGE_FORMATS).
         uploads = st.file_uploader(
-            "Upload one or more photos", type=list(photos.UPLOAD_TYPES), accept_multiple_files=True,
+            "Upload one or more photos", accept_multiple_files=True,
             key=f"{prefix}_upload", max_upload_size=settings.MAX_UPLOAD_MB,
-            help=f"JPG, PNG, HEIC (iPhone), WebP, BMP, GIF or TIFF, up to {settings.MAX_UPLOAD_MB} MB each. "
-            "Photos stay in memory and are never stored.",
+            help=f"{UPLOAD_HINT} Photos stay in memory and are never stored.",
         ) or []
+        st.caption(f"{UPLOAD_HINT} A larger file is refused by the browser and shown in red above.")
     with right:
         st.button("Try a sample photo", key=f"{prefix}_sample", icon=":material/photo_camera_front:",
                   on_click=_use_sample, args=(prefix,), width="stretch")
@@ -79,6 +83,8 @@ def show_problems(analyses: list[photos.PhotoAnalysis]) -> None:
             st.warning(analysis.message, icon=icons[analysis.status])
         elif not analysis.ok:
             st.error(analysis.message, icon=":material/broken_image:")
+        for note in analysis.notes:
+            st.info(note, icon=":material/info:")
 
 
 def faces_summary(analyses: list[photos.PhotoAnalysis]) -> None:
@@ -103,14 +109,22 @@ def photo_result(analysis: photos.PhotoAnalysis, analyzer) -> None:
     n = len(analysis.faces)
     photo_col, cards_col = st.columns([2, 3] if n == 1 else [1, 2])
     with photo_col:
-        st.image(photos.for_display(photos.annotate(analysis.photo, analysis.faces)), width="stretch",
-                 caption=f"{analysis.name}: {n} face{'s' if n != 1 else ''} found")
+        st.image(analysis.display, width="stretch", caption=photo_caption(analysis))
     with cards_col:
         per_row = 1 if n == 1 else 2
         for start in range(0, n, per_row):
             for col, face in zip(st.columns(per_row), analysis.faces[start:start + per_row]):
                 with col:
                     face_card(analysis, face, analyzer)
+
+
+def photo_caption(analysis: photos.PhotoAnalysis) -> str:
+    n = len(analysis.faces)
+    if analysis.faces_found > n:
+        text = f"{analysis.name}: showing {n} of {analysis.faces_found} faces (the largest)"
+    else:
+        text = f"{analysis.name}: {n} face{'s' if n != 1 else ''} found"
+    return text + (f" in frame 1 of {analysis.frames}" if analysis.frames > 1 else "")
 
 
 def face_card(analysis: photos.PhotoAnalysis, face, analyzer) -> None:
@@ -134,8 +148,7 @@ def face_card(analysis: photos.PhotoAnalysis, face, analyzer) -> None:
             st.warning(f"{UNFAMILIAR_WARNING} {unfamiliarity_text(face.unfamiliarity)} Its age interval is "
                        "wider and its probabilities less sure for that reason.", icon="⚠️")
         st.markdown("**Ethnicity** (UTKFace's coarse categories)")
-        st.plotly_chart(charts.ethnicity_bar(face.ethnicity_probabilities), key=f"eth_{key}",
-                        config={"displayModeBar": False})
+        st.markdown(charts.ethnicity_bars_html(face.ethnicity_probabilities), unsafe_allow_html=True)
         st.caption(f"Detection confidence {face.detection_confidence:.1%}")
         show_cam = st.toggle("Grad-CAM heat map", key=f"cam_{key}", help="Which pixels drove a prediction.")
         head = "age"
@@ -147,7 +160,7 @@ def face_card(analysis: photos.PhotoAnalysis, face, analyzer) -> None:
             slot.image(photos.crop_box(explanation.overlay, face.box), width="stretch",
                        caption=f"Grad-CAM for {HEAD_TITLES[head].lower()}: {explanation.target_name}")
         else:
-            slot.image(photos.crop_box(analysis.photo, face.box), width="stretch")
+            slot.image(analysis.thumbs[face.index], width="stretch")
 
 
 def explanation_or_none(analyzer, analysis: photos.PhotoAnalysis, face, head: str, target: int | None = None,
