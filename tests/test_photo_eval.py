@@ -152,3 +152,15 @@ def test_photo_sweep_runs_every_size_and_crop_through_the_analyzer():
     assert sweep["variants"] == 4 and sweep["found"] == 2
     assert analyzer.sizes == [(213, 320), (427, 640), (213, 320), (427, 640)]
     assert sweep["p_female_sd"] == 0.0 and sweep["age_min"] == pytest.approx(36.4)
+
+
+def test_jitter_sample_draws_across_the_split_not_its_first_faces():
+    """UTKFace files sort by age: the first faces of a split are children, not a fair sample."""
+    from training.robustness import jitter_sample
+
+    faces = np.arange(1000)[:, None, None, None] * np.ones((1, 2, 2, 3))
+    picked = jitter_sample(faces, 100)[:, 0, 0, 0]
+    assert len(picked) == 100 and len(set(picked)) == 100 and np.all(np.diff(picked) > 0)
+    assert picked.max() > 800 and 300 < picked.mean() < 700
+    assert np.array_equal(jitter_sample(faces, 100)[:, 0, 0, 0], picked)  # reproducible
+    assert len(jitter_sample(faces[:50], 100)) == 50

@@ -118,7 +118,7 @@ def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes:
     from model.calibration import calibration_path
     from model.inference import Predictor
     from training.evaluate import degraded_reports
-    from training.robustness import jitter_spread
+    from training.robustness import jitter_sample, jitter_spread
 
     best = keras.saving.load_model(weights_from or run_dir / "best.keras", compile=False)
     model = build_model(cfg.input_size)
@@ -146,7 +146,7 @@ def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes:
     predictor = Predictor(model, flip_tta=flip_tta, calibration=calibration)
     robustness = {}
     for code, name in enumerate(names):
-        faces = arrays["val"].images[arrays["val"].source == code][:JITTER_FACES]
+        faces = jitter_sample(arrays["val"].images[arrays["val"].source == code], JITTER_FACES)
         if len(faces):
             robustness[name] = jitter_spread(predictor, faces)
     card = ModelCard(

@@ -43,6 +43,14 @@ def jitter_views(face: np.ndarray, views: int, rng: np.random.Generator, zoom: f
     return out
 
 
+def jitter_sample(faces: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:
+    """Up to ``limit`` faces drawn at random (in their order): a split's first faces are not a
+    fair sample (UTKFace files sort by age, so its first 600 validation faces average 20 years)."""
+    if len(faces) <= limit:
+        return faces
+    return faces[np.sort(np.random.default_rng(seed).choice(len(faces), size=limit, replace=False))]
+
+
 def jitter_spread(predictor, faces: np.ndarray, views: int = 8, seed: int = 0) -> dict:
     """Mean per-face spread of the answers over ``views`` re-framings of each face."""
     rng = np.random.default_rng(seed)
@@ -166,9 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             _, faces = load_prepared(spec, Path(args.prepared_dir), split=args.split)
             if not len(faces):
                 continue
-            rng = np.random.default_rng(0)
-            pick = np.sort(rng.choice(len(faces), size=min(args.limit, len(faces)), replace=False))
-            per_source[spec.name] = jitter_spread(predictor, faces[pick], views=args.views)
+            per_source[spec.name] = jitter_spread(predictor, jitter_sample(faces, args.limit), views=args.views)
         report[model_file] = per_source
         print(f"{model_file}: {json.dumps(per_source)}", file=sys.stderr)
     print(json.dumps(report))
