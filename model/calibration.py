@@ -101,10 +101,7 @@ class Calibration:
         u = self.unfamiliarity(features, n)
         known = np.where(np.isnan(u), 1.0, u)  # no measure: treat as an ordinary face
         dist = self.adjust_age_distribution(age_dist)
-        age = expected_age(dist) if n else np.zeros(0)
-        interval = age_intervals(dist) if n else np.zeros((0, 2))
-        if n and self.interval_scale != (1.0, 0.0):
-            interval = scale_intervals(age, interval, _linear(self.interval_scale, known), 0.0, dist.shape[1] - 1.0)
+        age, interval = self.age_readout(dist, known)
         g = np.asarray(gender, np.float64)
         e = np.asarray(ethnicity, np.float64)
         if n and self.gender_temperature != (1.0, 0.0):
@@ -113,6 +110,19 @@ class Calibration:
             e = temper(e, _linear(self.ethnicity_temperature, known))
         return {"age_dist": dist, "age": age, "age_interval": interval, "gender": g, "ethnicity": e,
                 "unfamiliarity": u}
+
+    def age_readout(self, age_dist: np.ndarray, unfamiliarity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, K) (already prior-adjusted) distributions -> expected ages and calibrated 80% intervals.
+
+        Also used by the live video loop on its frame-smoothed distributions."""
+        dist = np.asarray(age_dist, np.float64)
+        if not len(dist):
+            return np.zeros(0), np.zeros((0, 2))
+        age, interval = expected_age(dist), age_intervals(dist)
+        if self.interval_scale != (1.0, 0.0):
+            u = np.where(np.isnan(unfamiliarity), 1.0, unfamiliarity)
+            interval = scale_intervals(age, interval, _linear(self.interval_scale, u), 0.0, dist.shape[1] - 1.0)
+        return age, interval
 
     def is_unfamiliar(self, unfamiliarity: float) -> bool:
         return bool(np.isfinite(unfamiliarity) and unfamiliarity > self.warn_above)

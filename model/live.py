@@ -32,8 +32,8 @@ import cv2
 import numpy as np
 
 from model.align import align_face
+from model.calibration import Calibration
 from model.labels import ETHNICITIES, GENDERS
-from model.postprocess import age_intervals, expected_age
 from model.settings import GENDER_UNSURE_BELOW
 
 #: Per-frame stages, in the order they run (detect is only counted when it runs inline).
@@ -415,6 +415,8 @@ class LiveProcessor:
                  background: bool = True, clock=time.monotonic):
         self.detector = detector
         self.predictor = predictor
+        # The predictor's read-out calibration (interval widths), applied to the smoothed distributions.
+        self._calibration = getattr(predictor, "calibration", None) or Calibration()
         self.config = config or LiveConfig()
         self.background = background
         self.clock = clock
@@ -637,8 +639,10 @@ class LiveProcessor:
             track.gender = ema(track.gender, outputs.gender[i], w)
             track.ethnicity = ema(track.ethnicity, outputs.ethnicity[i], w)
             track.age_dist = ema(track.age_dist, outputs.age_dist[i], w)
-            age = float(expected_age(track.age_dist[None])[0])
-            low, high = (float(v) for v in age_intervals(track.age_dist[None])[0])
+            u = np.array([np.nan if outputs.unfamiliarity is None else outputs.unfamiliarity[i]])
+            ages, intervals = self._calibration.age_readout(track.age_dist[None], u)
+            age = float(ages[0])
+            low, high = (float(v) for v in intervals[0])
             g, e = int(np.argmax(track.gender)), int(np.argmax(track.ethnicity))
             x, y, bw, bh = track.box
             x0, y0 = int(np.clip(round(x), 0, w_img - 1)), int(np.clip(round(y), 0, h_img - 1))

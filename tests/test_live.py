@@ -8,8 +8,8 @@ smoothing, detection cadence and frame dropping are checked exactly, in millisec
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -18,6 +18,7 @@ import pytest
 from model.face_detect import Detection
 from model.labels import NUM_AGE_BINS
 from model.live import FrameClock, LiveConfig, LiveProcessor, LiveStats, draw, iou, match_boxes
+from model.results import HeadOutputs
 
 H, W, SIDE = 240, 320, 60
 
@@ -85,7 +86,8 @@ class FakeModel:
         dist = np.zeros((n, NUM_AGE_BINS))
         dist[:, age] = 1.0
         eth = np.tile([0.1, 0.1, 0.6, 0.1, 0.1], (n, 1))
-        return SimpleNamespace(gender=np.tile([1 - p, p], (n, 1)), ethnicity=eth, age_dist=dist)
+        return HeadOutputs(age=np.full(n, float(age)), age_interval=np.tile([age, age], (n, 1)).astype(float),
+                           age_dist=dist, gender=np.tile([1 - p, p], (n, 1)), ethnicity=eth)
 
 
 def processor(detector=None, model=None, background=False, **config) -> LiveProcessor:
@@ -199,9 +201,8 @@ def test_labels_are_smoothed_per_track_instead_of_flickering():
 def test_smoothing_is_per_face():
     class PerFace(FakeModel):
         def __call__(self, faces):
-            out = super().__call__(faces)
-            out.gender = np.array([[0.9, 0.1], [0.1, 0.9]])[: len(faces)]  # left face male, right female
-            return out
+            out = super().__call__(faces)  # left face male, right female
+            return dataclasses.replace(out, gender=np.array([[0.9, 0.1], [0.1, 0.9]])[: len(faces)])
 
     live = processor(model=PerFace())
     for _ in range(5):
@@ -333,3 +334,32 @@ def test_real_model_on_the_astronaut_clip():
     assert len(still) == 1
     assert iou(outs[-1].faces[0].box, still[0].box) > 0.7
     assert abs(outs[-1].faces[0].age - still[0].age) < 10
+
+
+def test_live_intervals_follow_the_model_read_out_calibration():
+    """The live loop smooths the age distribution over frames, then reads the interval out the way
+    the photo pipeline does: with the predictor's calibration (here: twice as wide)."""
+    from model.calibration import Calibration
+
+    def width(model) -> float:
+        live = processor(model=model)
+        for _ in range(3):
+            out = live.process(scene({1: (100, 80)}))
+        low, high = out.faces[0].age_interval
+        return high - low
+
+    class Widened(FakeModel):
+        calibration = Calibration(interval_scale=(2.0, 0.0))
+
+    class Spread(FakeModel):
+        def __call__(self, faces):
+            out = super().__call__(faces)
+            bins = np.arange(out.age_dist.shape[1])
+            dist = np.exp(-0.5 * ((bins - 40) / 5.0) ** 2)
+            return dataclasses.replace(out, age_dist=np.tile(dist / dist.sum(), (len(faces), 1)))
+
+    class SpreadWidened(Spread):
+        calibration = Calibration(interval_scale=(2.0, 0.0))
+
+    assert width(SpreadWidened()) == pytest.approx(2 * width(Spread()), rel=0.02)
+    assert width(Widened()) >= width(FakeModel())
