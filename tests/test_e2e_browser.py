@@ -12,12 +12,9 @@ wait is bounded, so a broken server fails the test instead of hanging it.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -25,13 +22,11 @@ import pytest
 
 from model import settings
 from tests.app_support import portrait_bytes, write_model_card
+from tools.serve import CHROMIUM, CHROMIUM_ARGS, free_port, healthy, stop_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-quic", "--no-first-run"]
 ARTIFACTS = ROOT / "test-artifacts"
 SERVER_START_S = 90
 #: Loading TensorFlow + the model, MTCNN and the first inference on 2 busy CPU cores.
@@ -39,18 +34,6 @@ FIRST_RESULT_MS = 240_000
 STEP_MS = 90_000
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +48,7 @@ def app_url(tmp_path_factory, untrained_model_path):
         card = write_model_card(tmp / "card.json")
     env = {**os.environ, "FACELENS_MODEL": str(model), "FACELENS_MODEL_CARD": str(card), "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("UTKFACE_DIR", None)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = (tmp / "streamlit.log").open("w")
     proc = subprocess.Popen(
@@ -76,18 +59,13 @@ def app_url(tmp_path_factory, untrained_model_path):
     )
     try:
         deadline = time.monotonic() + SERVER_START_S
-        while not _healthy(url):
+        while not healthy(url):
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"streamlit did not start: {(tmp / 'streamlit.log').read_text()[-3000:]}")
             time.sleep(0.5)
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_server(proc)
         log.close()
 
 

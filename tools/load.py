@@ -29,36 +29,22 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
+from tools.serve import CHROMIUM, CHROMIUM_ARGS, free_port, healthy, stop_server
+
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-quic", "--no-first-run", "--disable-renderer-backgrounding",
-                 "--disable-background-timer-throttling", "--disable-backgrounding-occluded-windows"]
+# Also keep a background page's timers running: every page uploads at once.
+BROWSER_ARGS = [*CHROMIUM_ARGS, "--disable-renderer-backgrounding", "--disable-background-timer-throttling",
+                "--disable-backgrounding-occluded-windows"]
 SERVER_START_S = 120
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def server_memory_mb(pid: int) -> dict[str, float]:
@@ -90,17 +76,6 @@ def start_server(port: int, log_path: Path, env_extra: dict[str, str], app_dir: 
         )
 
 
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
 async def _one_upload(page, url: str, data: bytes, name: str, start: asyncio.Event, timeout_ms: int) -> float:
     """Open the Analyze page, wait for the common start, upload, return seconds until the card shows."""
     await page.goto(url, wait_until="domcontentloaded", timeout=timeout_ms)
@@ -120,7 +95,7 @@ async def _drive(url: str, photos: list[list[bytes]], timeout_s: float, server_p
     timeout_ms = int(timeout_s * 1000)
     rounds_out = []
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=BROWSER_ARGS,
                                                    timeout=60_000)
         try:
             contexts = [await browser.new_context(viewport={"width": 1280, "height": 1000}) for _ in range(sessions)]
@@ -189,14 +164,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--sessions and --rounds must be at least 1")
     width, _, height = args.photo_size.lower().partition("x")
     photos = upload_photos(args.sessions, args.rounds, (int(width), int(height)))
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp:
         log_path = args.server_log or Path(tmp) / "streamlit.log"
         proc = start_server(port, log_path, dict(item.split("=", 1) for item in args.server_env), args.app_dir)
         try:
             deadline = time.monotonic() + SERVER_START_S
-            while not _healthy(url):
+            while not healthy(url):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     print(f"streamlit did not start:\n{log_path.read_text()[-3000:]}", file=sys.stderr)
                     return 1
