@@ -19,7 +19,7 @@ Loads with numpy only. A model without a calibration file gets the identity.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,12 @@ def unfamiliarity_text(unfamiliarity: float) -> str:
 def _linear(params: tuple[float, float], u: np.ndarray) -> np.ndarray:
     a, b = params
     return a + b * np.maximum(np.asarray(u, np.float64) - 1.0, 0.0)
+
+
+def _ordinary_if_unknown(unfamiliarity: np.ndarray) -> np.ndarray:
+    """No measure (NaN): treat the face as an ordinary one (unfamiliarity 1)."""
+    u = np.asarray(unfamiliarity, np.float64)
+    return np.where(np.isnan(u), 1.0, u)
 
 
 def temper(probabilities: np.ndarray, temperature: np.ndarray) -> np.ndarray:
@@ -73,7 +79,6 @@ class Calibration:
     gender_temperature: tuple[float, float] = (1.0, 0.0)
     ethnicity_temperature: tuple[float, float] = (1.0, 0.0)
     warn_above: float = DEFAULT_WARN_ABOVE
-    notes: dict = field(default_factory=dict, compare=False)
 
     @property
     def is_identity(self) -> bool:
@@ -99,9 +104,9 @@ class Calibration:
         """Raw head outputs -> corrected age distribution, age, interval, probabilities, unfamiliarity."""
         n = len(age_dist)
         u = self.unfamiliarity(features, n)
-        known = np.where(np.isnan(u), 1.0, u)  # no measure: treat as an ordinary face
+        known = _ordinary_if_unknown(u)
         dist = self.adjust_age_distribution(age_dist)
-        age, interval = self.age_readout(dist, known)
+        age, interval = self.age_readout(dist, u)
         g = np.asarray(gender, np.float64)
         e = np.asarray(ethnicity, np.float64)
         if n and self.gender_temperature != (1.0, 0.0):
@@ -120,8 +125,8 @@ class Calibration:
             return np.zeros(0), np.zeros((0, 2))
         age, interval = expected_age(dist), age_intervals(dist)
         if self.interval_scale != (1.0, 0.0):
-            u = np.where(np.isnan(unfamiliarity), 1.0, unfamiliarity)
-            interval = scale_intervals(age, interval, _linear(self.interval_scale, u), 0.0, dist.shape[1] - 1.0)
+            scale = _linear(self.interval_scale, _ordinary_if_unknown(unfamiliarity))
+            interval = scale_intervals(age, interval, scale, 0.0, dist.shape[1] - 1.0)
         return age, interval
 
     def is_unfamiliar(self, unfamiliarity: float) -> bool:
@@ -160,9 +165,6 @@ class Calibration:
                 ethnicity_temperature=pair("ethnicity_temperature"),
                 warn_above=float(data["warn_above"]) if "warn_above" in data else DEFAULT_WARN_ABOVE,
             )
-
-    def replace(self, **changes) -> Calibration:
-        return replace(self, **changes)
 
 
 def calibration_path(model_path: str | Path) -> Path:

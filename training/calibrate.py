@@ -19,7 +19,7 @@ model card is for the answers the app shows. Nothing here looks at a test split:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -169,7 +169,7 @@ def fit_calibration(fit_features: np.ndarray, home_val_features: np.ndarray, pri
             np.concatenate([np.maximum(u[s.name][m] - 1.0, 0.0) for s, m in zip(head_sets, masks)]),
             _equal_set_weights(head_sets, masks))
     warn_above = float(np.quantile(u[sets[0].name], WARN_QUANTILE))
-    calibration = base.replace(interval_scale=interval, gender_temperature=temperatures["gender"],
+    calibration = replace(base, interval_scale=interval, gender_temperature=temperatures["gender"],
                                ethnicity_temperature=temperatures["ethnicity"], warn_above=round(warn_above, 4))
     fitted = {
         "age_prior_power": power,
@@ -185,28 +185,25 @@ def fit_calibration(fit_features: np.ndarray, home_val_features: np.ndarray, pri
 
 
 def set_report(s: EvalSet, calibration: Calibration) -> dict:
-    """What calibration changes on one set: coverage, width, bias, calibration error, flagged share."""
-    from training.metrics import expected_calibration_error
+    """What calibration changes on one set: coverage, width, bias, calibration error, flagged share
+    (the figures of training.metrics.partial_report, plus the balanced MAE and unfamiliarity)."""
+    from training.metrics import partial_report
 
     out = calibration.apply(s.raw["age_dist"], s.raw["gender"], s.raw["ethnicity"], s.raw.get("features"))
-    report: dict = {"n": int(len(s.raw["age_dist"]))}
-    exact = s.labels["age"] >= 0
-    if exact.any():
-        truth = s.labels["age"][exact].astype(float)
-        iv = out["age_interval"][exact]
+    full = partial_report(s.labels, out["age"], out["age_interval"], out["gender"], out["ethnicity"])
+    report: dict = {"n": full["n"]}
+    if full["n_exact_age"]:
+        exact = s.labels["age"] >= 0
         report.update({
-            "n_age": int(exact.sum()),
-            "age_mae": round(float(np.abs(out["age"][exact] - truth).mean()), 3),
-            "age_bias": round(float((out["age"][exact] - truth).mean()), 3),
-            "balanced_age_mae": round(balanced_mae(truth, out["age"][exact]), 3),
-            "interval_coverage": round(float(((truth >= iv[:, 0]) & (truth <= iv[:, 1])).mean()), 4),
-            "interval_mean_width": round(float((iv[:, 1] - iv[:, 0]).mean()), 2),
+            "n_age": full["n_exact_age"], "age_mae": full["age_mae"], "age_bias": full["age_bias"],
+            "balanced_age_mae": round(balanced_mae(s.labels["age"][exact].astype(float), out["age"][exact]), 4),
+            "interval_coverage": full["age"]["interval_coverage"],
+            "interval_mean_width": full["age"]["interval_mean_width"],
         })
     for head in ("gender", "ethnicity"):
-        has = s.has(head)
-        if has.any():
-            report[f"{head}_accuracy"] = round(float((out[head][has].argmax(1) == s.labels[head][has]).mean()), 4)
-            report[f"{head}_ece"] = round(expected_calibration_error(out[head][has], s.labels[head][has]), 4)
+        if full[f"n_{head}"]:
+            report[f"{head}_accuracy"] = full[f"{head}_accuracy"]
+            report[f"{head}_ece"] = full[f"{head}_ece"]
     u = out["unfamiliarity"]
     if np.isfinite(u).any():
         report["unfamiliarity_median"] = round(float(np.nanmedian(u)), 3)
