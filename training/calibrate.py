@@ -215,3 +215,29 @@ def before_after(sets: list[EvalSet], calibration: Calibration) -> dict:
     """Per set, the figures with the raw read-out and with the calibrated one."""
     raw = Calibration()
     return {s.name: {"before": set_report(s, raw), "after": set_report(s, calibration)} for s in sets}
+
+
+def calibrate_model(predictor, arrays: dict, probabilities, age_weight, seed: int = 0):
+    """Fit :class:`model.calibration.Calibration` on the training split's features (drawn as
+    training drew them: ``probabilities`` per face, its age loss weighted by ``age_weight``)
+    and every source's validation faces, clean and (home source) degraded.
+    Returns (calibration, card section with the fitted values and before/after per set)."""
+    from training.robustness import DEGRADATIONS, degrade
+
+    train, val = arrays["train"], arrays["val"]
+    prior = training_age_prior(train.labels, probabilities, age_weight)
+    rng = np.random.default_rng(seed)
+    drawn = rng.choice(len(train), size=min(len(train), FIT_FACES), replace=False, p=probabilities)
+    fit_features = predictor.raw(train.images[np.sort(drawn)])["features"]
+    sets = []
+    for code, name in enumerate(val.names):
+        part = val.subset(val.source == code)
+        if len(part):
+            sets.append(EvalSet(name, predictor.raw(part.images), part.labels))
+    home = val.subset(val.source == 0)
+    for kind in DEGRADATIONS:
+        if len(home):
+            faces = np.stack([degrade(f, kind) for f in home.images])
+            sets.append(EvalSet(f"{val.names[0]}, {kind}", predictor.raw(faces), home.labels, degraded=True))
+    calibration, fitted = fit_calibration(fit_features, sets[0].raw["features"], prior, sets)
+    return calibration, {"fitted": fitted, "validation": before_after(sets, calibration)}

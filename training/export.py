@@ -73,35 +73,6 @@ def evaluate_by_source(model, arrays, flip_tta: bool, calibration=None) -> dict[
     return out
 
 
-def calibrate_model(predictor, arrays: dict, probabilities, age_weight, seed: int = 0):
-    """Fit :class:`model.calibration.Calibration` on the training split's features (drawn as
-    training drew them: ``probabilities`` per face, its age loss weighted by ``age_weight``)
-    and every source's validation faces, clean and (home source) degraded.
-    Returns (calibration, card section with the fitted values and before/after per set)."""
-    import numpy as np
-
-    from training.calibrate import EvalSet, before_after, fit_calibration, training_age_prior
-    from training.robustness import DEGRADATIONS, degrade
-
-    train, val = arrays["train"], arrays["val"]
-    prior = training_age_prior(train.labels, probabilities, age_weight)
-    rng = np.random.default_rng(seed)
-    drawn = rng.choice(len(train), size=min(len(train), 6000), replace=False, p=probabilities)
-    fit_features = predictor.raw(train.images[np.sort(drawn)])["features"]
-    sets = []
-    for code, name in enumerate(val.names):
-        part = val.subset(val.source == code)
-        if len(part):
-            sets.append(EvalSet(name, predictor.raw(part.images), part.labels))
-    home = val.subset(val.source == 0)
-    for kind in DEGRADATIONS:
-        if len(home):
-            faces = np.stack([degrade(f, kind) for f in home.images])
-            sets.append(EvalSet(f"{val.names[0]}, {kind}", predictor.raw(faces), home.labels, degraded=True))
-    calibration, fitted = fit_calibration(fit_features, sets[0].raw["features"], prior, sets)
-    return calibration, {"fitted": fitted, "validation": before_after(sets, calibration)}
-
-
 def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes: float,
                  draws: tuple, weights_from: Path | None = None) -> dict:
     """Save the best checkpoint as ``cfg.output``; evaluate it per source and split; write the card.
@@ -117,6 +88,7 @@ def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes:
     from model.architecture import build_model
     from model.calibration import calibration_path
     from model.inference import Predictor
+    from training.calibrate import calibrate_model
     from training.evaluate import degraded_reports
     from training.robustness import jitter_sample, jitter_spread
 
