@@ -7,9 +7,12 @@ small, monotone correction whose parameters live in ``<model>.calibration.npz``:
   to ``age_prior_power`` (logit adjustment). Training faces are mostly 20-40, which
   pulls old faces' answers young; dividing part of the prior out trades a little
   overall MAE for less bias over 60.
-* interval width: the central-80% interval's half-widths are multiplied by
-  ``a + b * max(u - 1, 0)``, where ``u`` is the face's unfamiliarity
-  (:mod:`model.familiarity`), so the interval widens for faces unlike the training data.
+* interval width: the central-80% interval's lower and upper half-widths are each
+  multiplied by their own ``a + b * max(u - 1, 0)``, where ``u`` is the face's
+  unfamiliarity (:mod:`model.familiarity`), so the interval widens for faces unlike the
+  training data. Two sides because the errors are lopsided off home: adults unlike the
+  training faces are read too young far more often than too old, so the truth lies
+  above the interval more often than below it.
 * temperature: gender and ethnicity probabilities are tempered, ``p ** (1 / T)``
   renormalised, with ``T = a + b * max(u - 1, 0)``.
 
@@ -61,13 +64,14 @@ def temper(probabilities: np.ndarray, temperature: np.ndarray) -> np.ndarray:
     return out / out.sum(1, keepdims=True)
 
 
-def scale_intervals(centre: np.ndarray, intervals: np.ndarray, scale: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Stretch each [lo, hi] around ``centre`` by ``scale`` (per face), clipped to [low, high]."""
+def scale_intervals(centre: np.ndarray, intervals: np.ndarray, below: np.ndarray, above: np.ndarray,
+                    low: float, high: float) -> np.ndarray:
+    """Stretch each [lo, hi] around ``centre``: its lower half by ``below``, its upper half by
+    ``above`` (per face), clipped to [low, high]."""
     centre = np.asarray(centre, np.float64)
-    s = np.asarray(scale, np.float64)
-    below = np.maximum(centre - intervals[:, 0], 0.0) * s
-    above = np.maximum(intervals[:, 1] - centre, 0.0) * s
-    return np.clip(np.stack([centre - below, centre + above], 1), low, high)
+    down = np.maximum(centre - intervals[:, 0], 0.0) * np.asarray(below, np.float64)
+    up = np.maximum(intervals[:, 1] - centre, 0.0) * np.asarray(above, np.float64)
+    return np.clip(np.stack([centre - down, centre + up], 1), low, high)
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,8 @@ class Calibration:
     familiarity: Familiarity | None = None
     age_prior: np.ndarray | None = None  # (K,) training prior over age bins, sums to 1
     age_prior_power: float = 0.0
-    interval_scale: tuple[float, float] = (1.0, 0.0)
+    interval_below: tuple[float, float] = (1.0, 0.0)  # lower half-width scale: a + b * max(u - 1, 0)
+    interval_above: tuple[float, float] = (1.0, 0.0)  # upper half-width scale
     gender_temperature: tuple[float, float] = (1.0, 0.0)
     ethnicity_temperature: tuple[float, float] = (1.0, 0.0)
     warn_above: float = DEFAULT_WARN_ABOVE
@@ -83,7 +88,8 @@ class Calibration:
     @property
     def is_identity(self) -> bool:
         return (self.familiarity is None and (self.age_prior is None or self.age_prior_power == 0)
-                and self.interval_scale == (1.0, 0.0) and self.gender_temperature == (1.0, 0.0)
+                and self.interval_below == self.interval_above == (1.0, 0.0)
+                and self.gender_temperature == (1.0, 0.0)
                 and self.ethnicity_temperature == (1.0, 0.0))
 
     def unfamiliarity(self, features: np.ndarray | None, n: int) -> np.ndarray:
@@ -124,9 +130,10 @@ class Calibration:
         if not len(dist):
             return np.zeros(0), np.zeros((0, 2))
         age, interval = expected_age(dist), age_intervals(dist)
-        if self.interval_scale != (1.0, 0.0):
-            scale = _linear(self.interval_scale, _ordinary_if_unknown(unfamiliarity))
-            interval = scale_intervals(age, interval, scale, 0.0, dist.shape[1] - 1.0)
+        if not self.interval_below == self.interval_above == (1.0, 0.0):
+            u = _ordinary_if_unknown(unfamiliarity)
+            interval = scale_intervals(age, interval, _linear(self.interval_below, u), _linear(self.interval_above, u),
+                                       0.0, dist.shape[1] - 1.0)
         return age, interval
 
     def is_unfamiliar(self, unfamiliarity: float) -> bool:
@@ -137,7 +144,8 @@ class Calibration:
     def save(self, path: str | Path) -> Path:
         arrays: dict[str, np.ndarray] = {
             "age_prior_power": np.float64(self.age_prior_power),
-            "interval_scale": np.asarray(self.interval_scale, np.float64),
+            "interval_below": np.asarray(self.interval_below, np.float64),
+            "interval_above": np.asarray(self.interval_above, np.float64),
             "gender_temperature": np.asarray(self.gender_temperature, np.float64),
             "ethnicity_temperature": np.asarray(self.ethnicity_temperature, np.float64),
             "warn_above": np.float64(self.warn_above),
@@ -160,7 +168,9 @@ class Calibration:
                 familiarity=Familiarity.from_arrays(data) if "familiarity_mean" in data else None,
                 age_prior=np.asarray(data["age_prior"], np.float64) if "age_prior" in data else None,
                 age_prior_power=float(data["age_prior_power"]) if "age_prior_power" in data else 0.0,
-                interval_scale=pair("interval_scale"),
+                # files written before the two sides were fitted apart hold one "interval_scale"
+                interval_below=pair("interval_below" if "interval_below" in data else "interval_scale"),
+                interval_above=pair("interval_above" if "interval_above" in data else "interval_scale"),
                 gender_temperature=pair("gender_temperature"),
                 ethnicity_temperature=pair("ethnicity_temperature"),
                 warn_above=float(data["warn_above"]) if "warn_above" in data else DEFAULT_WARN_ABOVE,

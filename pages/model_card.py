@@ -45,8 +45,10 @@ if not uncertainty.empty:
     st.header("Knowing when it is out of its depth")
     st.caption(
         "Each face gets an unfamiliarity score: how far its features lie from the training photos' (1 = an ordinary "
-        "validation face). The 80% age interval widens with it, gender and ethnicity probabilities are tempered "
-        "with it, and faces above "
+        "validation face). The 80% age interval widens with it (its lower and upper sides apart, because off "
+        "home adults are read too young more often than too old, and until every validation set is covered at "
+        f"least {fitted.get('interval_coverage_floor', 0.78):.0%} of the time), gender and ethnicity probabilities "
+        "are tempered with it, and faces above "
         f"{fitted.get('warn_above', float('nan')):.2f} are flagged on their card. The age read-out also divides "
         f"out {fitted.get('age_prior_power', 0):.0%} of the training data's age mix (which pulls older faces "
         "young). Fitted on validation faces only; before = the network's raw read-out, after = what the app shows.")

@@ -179,7 +179,7 @@ def write_model_card(path: Path, n_test: int = 200) -> Path:
                        "test": {"n": 0}},
         },
         "calibration": {
-            "fitted": {"age_prior_power": 0.25, "warn_above": 1.8, "interval_scale": [0.9, 1.5]},
+            "fitted": {"age_prior_power": 0.25, "warn_above": 1.8, "interval_below": [0.9, 1.5], "interval_above": [1.1, 1.5]},
             "validation": {
                 "utkface": {"before": {"n": 100, "interval_coverage": 0.86, "interval_mean_width": 16.4},
                             "after": {"n": 100, "interval_coverage": 0.8, "interval_mean_width": 14.9,

@@ -40,9 +40,19 @@ def test_temper_flattens_and_keeps_the_order():
 def test_intervals_stretch_around_the_centre_within_the_age_range():
     centre = np.array([30.0, 2.0])
     iv = np.array([[25.0, 40.0], [0.0, 6.0]])
-    out = scale_intervals(centre, iv, np.array([2.0, 2.0]), 0.0, 116.0)
+    out = scale_intervals(centre, iv, np.array([2.0, 2.0]), np.array([2.0, 2.0]), 0.0, 116.0)
     assert out[0].tolist() == [20.0, 50.0]
     assert out[1].tolist() == [0.0, 10.0]  # clipped at age 0
+    lopsided = scale_intervals(centre, iv, np.array([1.0, 1.0]), np.array([1.5, 1.5]), 0.0, 116.0)
+    assert lopsided[0].tolist() == [25.0, 45.0]  # only the upper half grew
+
+
+def test_a_calibration_file_with_one_interval_scale_loads_it_for_both_sides(tmp_path):
+    """Calibration files written before the sides were fitted apart stay readable."""
+    path = tmp_path / "old.calibration.npz"
+    np.savez(path, interval_scale=np.array([0.8, 0.1]), age_prior_power=np.float64(0.0))
+    cal = Calibration.load(path)
+    assert cal.interval_below == cal.interval_above == (0.8, 0.1)
 
 
 def _dist(ages, k=117, sd=4.0):
@@ -65,7 +75,8 @@ def test_calibration_widens_intervals_and_tempers_unfamiliar_faces_and_divides_t
     rng = np.random.default_rng(1)
     fam = Familiarity.fit(_features(rng, 1000), k=8).with_reference(_features(rng, 300))
     prior = _dist([28], sd=12.0)[0]
-    cal = Calibration(familiarity=fam, age_prior=prior, age_prior_power=0.5, interval_scale=(0.9, 0.5),
+    cal = Calibration(familiarity=fam, age_prior=prior, age_prior_power=0.5, interval_below=(0.9, 0.5),
+                      interval_above=(1.2, 0.5),
                       gender_temperature=(1.0, 1.0), ethnicity_temperature=(1.0, 1.0), warn_above=2.0)
     features = np.concatenate([_features(rng, 1), _features(rng, 1, shift=6.0)])
     dist = _dist([70, 70])
@@ -85,7 +96,7 @@ def test_calibration_widens_intervals_and_tempers_unfamiliar_faces_and_divides_t
     again = back.apply(dist, g, np.full((2, 5), 0.2), features)
     for key in ("age", "age_interval", "gender", "unfamiliarity"):
         assert np.allclose(again[key], out[key])
-    assert back.warn_above == 2.0 and back.interval_scale == (0.9, 0.5)
+    assert back.warn_above == 2.0 and (back.interval_below, back.interval_above) == ((0.9, 0.5), (1.2, 0.5))
     assert load_for_model(tmp_path / "other.keras").is_identity
 
 
@@ -114,10 +125,39 @@ def test_fit_calibration_widens_where_faces_are_unfamiliar_and_keeps_its_promise
     prior = training_age_prior(labels, np.full(n, 1.0 / n), np.ones(n))
     assert prior.shape == (117,) and np.isclose(prior.sum(), 1.0) and prior[40] > prior[100]
     cal, fitted = fit_calibration(_features(rng, 3000), _features(rng, 300), prior, [home, away], k=8)
-    assert fitted["interval_scale"][1] > 0 and fitted["gender_temperature"][1] > 0
+    assert max(fitted["interval_below"][1], fitted["interval_above"][1]) > 0
+    assert fitted["gender_temperature"][1] > 0
     report = before_after([home, away], cal)
     assert report["away"]["before"]["interval_coverage"] < 0.6
     for name in ("home", "away"):
         assert 0.7 < report[name]["after"]["interval_coverage"] < 0.9
     assert report["away"]["after"]["gender_ece"] < report["away"]["before"]["gender_ece"]
     assert report["home"]["after"]["flagged_unfamiliar"] <= 0.02 < report["away"]["after"]["flagged_unfamiliar"]
+
+
+def test_interval_sides_lean_towards_where_the_truth_lies_and_every_set_reaches_the_floor():
+    """An off-home set read 6 years too young, with features as ordinary as home's, so the
+    unfamiliarity cannot help: the upper side grows more than the lower, and the 80%
+    interval covers at least the floor on both sets without covering nearly everything at home."""
+    from training.calibrate import COVERAGE_FLOOR, EvalSet, fit_interval_sides, interval_sides
+
+    rng = np.random.default_rng(3)
+    n = 800
+
+    def make(bias, name):
+        ages = rng.integers(20, 60, n)
+        guess = ages - bias + rng.normal(0, 5.0, n)
+        raw = {"age_dist": _dist(guess, sd=5.0)}
+        return EvalSet(name, raw, {"age": ages, "gender": np.full(n, -1), "ethnicity": np.full(n, -1)})
+
+    sets = [make(0.0, "home"), make(6.0, "young-looking")]
+    sides = [interval_sides(Calibration(), s, np.ones(n)) for s in sets]
+    below, above = fit_interval_sides(sides)
+    assert above[0] > below[0] + 0.2
+    covered = [1.0 - sum(side.missed(below, above)) for side in sides]
+    assert min(covered) >= COVERAGE_FLOOR
+    assert covered[0] < 0.93
+    # without the off-home set, the sides stay near symmetric and home near 80%
+    below_home, above_home = fit_interval_sides(sides[:1])
+    assert abs(above_home[0] - below_home[0]) < 0.15
+    assert 0.76 < 1.0 - sum(sides[0].missed(below_home, above_home)) < 0.84

@@ -349,7 +349,7 @@ def test_live_intervals_follow_the_model_read_out_calibration():
         return high - low
 
     class Widened(FakeModel):
-        calibration = Calibration(interval_scale=(2.0, 0.0))
+        calibration = Calibration(interval_below=(2.0, 0.0), interval_above=(2.0, 0.0))
 
     class Spread(FakeModel):
         def __call__(self, faces):
@@ -359,7 +359,7 @@ def test_live_intervals_follow_the_model_read_out_calibration():
             return dataclasses.replace(out, age_dist=np.tile(dist / dist.sum(), (len(faces), 1)))
 
     class SpreadWidened(Spread):
-        calibration = Calibration(interval_scale=(2.0, 0.0))
+        calibration = Calibration(interval_below=(2.0, 0.0), interval_above=(2.0, 0.0))
 
     assert width(SpreadWidened()) == pytest.approx(2 * width(Spread()), rel=0.02)
     assert width(Widened()) >= width(FakeModel())

@@ -87,7 +87,7 @@ def test_training_smoke_run_exports_model_and_card(tmp_path, monkeypatch):
     # read-out corrections fitted at export, stored beside the model, reported before/after
     assert (out.parent / "m.calibration.npz").is_file()
     assert set(card["calibration"]["validation"]["data"]) == {"before", "after"}
-    assert "interval_scale" in card["calibration"]["fitted"]
+    assert {"interval_below", "interval_above"} <= set(card["calibration"]["fitted"])
 
 
 def test_resume_continues_from_last_checkpoint(tmp_path, monkeypatch):
