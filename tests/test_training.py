@@ -190,6 +190,36 @@ def test_real_photo_augmentation_degrades_but_keeps_shape_and_range():
     assert out.shape == faces.shape and out.min() >= 0 and out.max() <= 255
 
 
+def test_paired_views_can_share_their_looks_and_differ_only_in_framing():
+    """shared_looks: rows 0/1, 2/3, ... get the same light, colour, occlusion and degradation,
+    so two copies of a flat grey face come out identical in a pair (framing cannot show on a
+    flat face) and different across pairs; without it, the two rows of a pair differ too."""
+    import tensorflow as tf
+
+    from training.augment import AugmentConfig, augment_batch
+
+    tf.random.set_seed(3)
+    flat = np.full((32, 32, 32, 3), 128.0, np.float32)
+    looks = AugmentConfig.real_photos()
+    looks = AugmentConfig(**{**looks.__dict__, "low_resolution_probability": 0.0, "blur_probability": 0.0,
+                             "jpeg_probability": 0.0})  # these act on a whole batch anyway; keep the check exact
+    shared = augment_batch(tf.constant(flat), looks, shared_looks=True).numpy()
+    pair_gap = np.abs(shared[0::2] - shared[1::2]).max(axis=(1, 2, 3))
+    across_gap = np.abs(shared[0:-2:2] - shared[2::2]).mean(axis=(1, 2, 3))
+    assert pair_gap.max() < 1e-3
+    assert (across_gap > 0.5).mean() > 0.8
+    independent = augment_batch(tf.constant(flat), looks).numpy()
+    assert (np.abs(independent[0::2] - independent[1::2]).mean(axis=(1, 2, 3)) > 0.5).mean() > 0.8
+    # On a real-looking face the framing still differs within a pair.
+    from tests.conftest import synthetic_face
+
+    rng = np.random.default_rng(1)
+    face = synthetic_face(rng, 32).astype(np.float32)
+    framing_only = AugmentConfig(brightness=0, contrast=(1, 1), grayscale_probability=0)
+    twins = augment_batch(tf.constant(np.repeat(face[None], 16, 0)), framing_only, shared_looks=True).numpy()
+    assert (np.abs(twins[0::2] - twins[1::2]).mean(axis=(1, 2, 3)) > 1.0).mean() > 0.8
+
+
 def test_multi_source_training_with_partial_labels_and_ranges(tmp_path, monkeypatch):
     """Two prepared sources (one with gender only, one with age ranges) train, resume and export
     a card with an evaluation per source."""

@@ -6,6 +6,12 @@ grayscale. :meth:`AugmentConfig.real_photos` adds what people's uploads have and
 UTKFace's clean crops lack: low resolution, blur, JPEG artefacts, colour casts,
 hard directional light and partial occlusion (glasses, a hand). Input and output:
 float32 (N, S, S, 3) in [0, 255].
+
+With ``shared_looks=True`` adjacent rows (0 and 1, 2 and 3, ...) are two views of one
+face for consistency training: each gets its own framing (flip, rotation, zoom, shift)
+but both get the same light, colour, occlusion and degradation, so the consistency
+term asks for answers that do not move with the framing, and not for a clean face to
+be read like its blurred, half-hidden copy.
 """
 
 from __future__ import annotations
@@ -60,9 +66,16 @@ def _transforms(batch: int, size: int, cfg: AugmentConfig) -> tf.Tensor:
     return tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
 
 
-def _chosen(batch, probability: float) -> tf.Tensor:
+def _uniform(batch, tail: list[int], low: float, high: float, shared: bool = False) -> tf.Tensor:
+    """(N, *tail) uniform draws; ``shared``: one draw per pair of adjacent rows."""
+    if not shared:
+        return tf.random.uniform([batch, *tail], low, high)
+    return tf.repeat(tf.random.uniform([batch // 2, *tail], low, high), 2, axis=0)
+
+
+def _chosen(batch, probability: float, shared: bool = False) -> tf.Tensor:
     """(N, 1, 1, 1) bool: which images get an effect."""
-    return tf.random.uniform([batch, 1, 1, 1]) < probability
+    return _uniform(batch, [1, 1, 1], 0.0, 1.0, shared) < probability
 
 
 def _low_resolution(images: tf.Tensor, size: int) -> tf.Tensor:
@@ -98,13 +111,13 @@ def _jpeg(images: tf.Tensor) -> tf.Tensor:
     return tf.map_fn(one, images, fn_output_signature=tf.float32)
 
 
-def _hard_light(images: tf.Tensor, size: int) -> tf.Tensor:
+def _hard_light(images: tf.Tensor, size: int, shared: bool = False) -> tf.Tensor:
     """Gamma and a shading ramp in a random direction (one side lit, the other dark)."""
     batch = tf.shape(images)[0]
-    gamma = tf.exp(tf.random.uniform([batch, 1, 1, 1], math.log(0.6), math.log(1.6)))
+    gamma = tf.exp(_uniform(batch, [1, 1, 1], math.log(0.6), math.log(1.6), shared))
     lit = 255.0 * tf.pow(tf.clip_by_value(images / 255.0, 1e-4, 1.0), gamma)
-    theta = tf.random.uniform([batch, 1, 1], 0.0, 2.0 * math.pi)
-    strength = tf.random.uniform([batch, 1, 1], 0.15, 0.55)
+    theta = _uniform(batch, [1, 1], 0.0, 2.0 * math.pi, shared)
+    strength = _uniform(batch, [1, 1], 0.15, 0.55, shared)
     coords = tf.linspace(-1.0, 1.0, size)
     gx = tf.reshape(coords, [1, 1, size])
     gy = tf.reshape(coords, [1, size, 1])
@@ -112,31 +125,32 @@ def _hard_light(images: tf.Tensor, size: int) -> tf.Tensor:
     return lit * ramp[..., None]
 
 
-def _occlusion(images: tf.Tensor, size: int) -> tf.Tensor:
+def _occlusion(images: tf.Tensor, size: int, shared: bool = False) -> tf.Tensor:
     """A dark band over the eyes (glasses) or a skin-toned rectangle (a hand)."""
     batch = tf.shape(images)[0]
     coords = tf.range(size, dtype=tf.float32) / size
     gx = tf.reshape(coords, [1, 1, size])
     gy = tf.reshape(coords, [1, size, 1])
     # Glasses: a band around the eye line (UTKFace framing puts the eyes at ~0.29 of the side).
-    eye_y = tf.random.uniform([batch, 1, 1], 0.24, 0.34)
-    half_h = tf.random.uniform([batch, 1, 1], 0.04, 0.08)
+    eye_y = _uniform(batch, [1, 1], 0.24, 0.34, shared)
+    half_h = _uniform(batch, [1, 1], 0.04, 0.08, shared)
     band = tf.cast(tf.abs(gy - eye_y) < half_h, tf.float32) * tf.cast((gx > 0.12) & (gx < 0.88), tf.float32)
     # A hand: a rectangle entering from a random place, up to ~30% of the face.
-    x0 = tf.random.uniform([batch, 1, 1], 0.0, 0.8)
-    y0 = tf.random.uniform([batch, 1, 1], 0.3, 0.85)
-    w = tf.random.uniform([batch, 1, 1], 0.2, 0.5)
-    h = tf.random.uniform([batch, 1, 1], 0.15, 0.4)
+    x0 = _uniform(batch, [1, 1], 0.0, 0.8, shared)
+    y0 = _uniform(batch, [1, 1], 0.3, 0.85, shared)
+    w = _uniform(batch, [1, 1], 0.2, 0.5, shared)
+    h = _uniform(batch, [1, 1], 0.15, 0.4, shared)
     patch = tf.cast((gx >= x0) & (gx < x0 + w) & (gy >= y0) & (gy < y0 + h), tf.float32)
-    use_band = tf.random.uniform([batch, 1, 1]) < 0.5
+    use_band = _uniform(batch, [1, 1], 0.0, 1.0, shared) < 0.5
     mask = tf.where(use_band, band, patch)[..., None]
-    dark = tf.random.uniform([batch, 1, 1, 1], 0.0, 60.0) * tf.ones([1, 1, 1, 3])
-    skin = tf.random.uniform([batch, 1, 1, 1], 0.35, 0.95) * tf.constant([[[[235.0, 180.0, 150.0]]]])
+    dark = _uniform(batch, [1, 1, 1], 0.0, 60.0, shared) * tf.ones([1, 1, 1, 3])
+    skin = _uniform(batch, [1, 1, 1], 0.35, 0.95, shared) * tf.constant([[[[235.0, 180.0, 150.0]]]])
     colour = tf.where(use_band[..., None], dark, skin)
     return images * (1.0 - mask) + colour * mask
 
 
-def augment_batch(images: tf.Tensor, cfg: AugmentConfig = AugmentConfig()) -> tf.Tensor:
+def augment_batch(images: tf.Tensor, cfg: AugmentConfig = AugmentConfig(), shared_looks: bool = False) -> tf.Tensor:
+    shared = shared_looks
     images = tf.cast(images, tf.float32)
     batch = tf.shape(images)[0]
     size = images.shape[1]
@@ -149,24 +163,24 @@ def augment_batch(images: tf.Tensor, cfg: AugmentConfig = AugmentConfig()) -> tf
         fill_mode="REFLECT",
     )
     if cfg.occlusion_probability > 0:
-        images = tf.where(_chosen(batch, cfg.occlusion_probability), _occlusion(images, size), images)
+        images = tf.where(_chosen(batch, cfg.occlusion_probability, shared), _occlusion(images, size, shared), images)
     if cfg.hard_light_probability > 0:
-        images = tf.where(_chosen(batch, cfg.hard_light_probability), _hard_light(images, size), images)
+        images = tf.where(_chosen(batch, cfg.hard_light_probability, shared), _hard_light(images, size, shared), images)
     if cfg.colour_cast_probability > 0:
-        gains = tf.random.uniform([batch, 1, 1, 3], 0.8, 1.2)
-        images = tf.where(_chosen(batch, cfg.colour_cast_probability), images * gains, images)
+        gains = _uniform(batch, [1, 1, 3], 0.8, 1.2, shared)
+        images = tf.where(_chosen(batch, cfg.colour_cast_probability, shared), images * gains, images)
     mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
-    contrast = tf.random.uniform([batch, 1, 1, 1], cfg.contrast[0], cfg.contrast[1])
-    brightness = tf.random.uniform([batch, 1, 1, 1], -cfg.brightness, cfg.brightness) * 255.0
+    contrast = _uniform(batch, [1, 1, 1], cfg.contrast[0], cfg.contrast[1], shared)
+    brightness = _uniform(batch, [1, 1, 1], -cfg.brightness, cfg.brightness, shared) * 255.0
     images = (images - mean) * contrast + mean + brightness
     gray = tf.reduce_mean(images, axis=3, keepdims=True) * tf.ones_like(images)
-    use_gray = tf.random.uniform([batch, 1, 1, 1]) < cfg.grayscale_probability
+    use_gray = _uniform(batch, [1, 1, 1], 0.0, 1.0, shared) < cfg.grayscale_probability
     images = tf.clip_by_value(tf.where(use_gray, gray, images), 0.0, 255.0)
     # Capture-side degradations come last, as a camera and an upload would add them.
     if cfg.low_resolution_probability > 0:
-        images = tf.where(_chosen(batch, cfg.low_resolution_probability), _low_resolution(images, size), images)
+        images = tf.where(_chosen(batch, cfg.low_resolution_probability, shared), _low_resolution(images, size), images)
     if cfg.blur_probability > 0:
-        images = tf.where(_chosen(batch, cfg.blur_probability), _blur(images), images)
+        images = tf.where(_chosen(batch, cfg.blur_probability, shared), _blur(images), images)
     if cfg.jpeg_probability > 0:
-        images = tf.where(_chosen(batch, cfg.jpeg_probability), _jpeg(images), images)
+        images = tf.where(_chosen(batch, cfg.jpeg_probability, shared), _jpeg(images), images)
     return tf.clip_by_value(images, 0.0, 255.0)

@@ -50,6 +50,7 @@ class TrainConfig:
     augment: str = "real_photos"
     age_weight_power: float = 0.7
     consistency: float = 0.0
+    consistency_views: str = "all"  # "framing": a pair shares light, colour, occlusion and degradation
     imagenet_weights: str | None = None
     output: str | None = None
     model_card: str | None = None
@@ -116,6 +117,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     for name in ("head_lr", "lr", "min_lr", "warmup_epochs", "weight_decay", "age_loss_weight",
                  "label_smoothing", "class_weight_power", "age_weight_power", "consistency", "aug_zoom_min", "aug_zoom_max", "aug_rotation_deg"):
         p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
+    p.add_argument("--consistency-views", choices=("all", "framing"), default=defaults.consistency_views,
+                   help="with --consistency: the two views of a face differ in every augmentation (all), or "
+                        "only in framing (flip, rotation, zoom, shift), sharing light, colour and degradation")
     p.add_argument("--fine-tune-from", default=defaults.fine_tune_from, help="first backbone layer to unfreeze")
     p.add_argument("--schedule", choices=("cosine", "plateau"), default=defaults.schedule)
     p.add_argument("--optimizer", choices=("sgd", "adamw"), default=defaults.optimizer,
@@ -226,7 +230,8 @@ def make_dataset(arrays: TrainArrays, weights: dict[str, np.ndarray], cfg: Train
     Training draws ``epoch_size`` images per epoch with ``probabilities`` (with
     replacement: per-source weights); validation walks every image once. With
     ``cfg.consistency > 0`` every face appears twice in adjacent rows (training: two
-    independent augmentations; validation: the same face twice, so the consistency
+    independent augmentations, or with ``consistency_views="framing"`` two framings of one
+    look; validation: the same face twice, so the consistency
     term is exactly zero there and validation loss stays comparable). Per-head
     sample weights are folded into the targets (see :mod:`training.losses`): categorical
     cross-entropy with target w * q equals w times the loss with target q, and the
@@ -291,7 +296,7 @@ def make_dataset(arrays: TrainArrays, weights: dict[str, np.ndarray], cfg: Train
             idx = tf.repeat(idx, 2)
         x = tf.cast(tf.gather(images_t, idx), tf.float32)
         if training:
-            x = augment_batch(x, aug)
+            x = augment_batch(x, aug, shared_looks=paired and cfg.consistency_views == "framing")
         return x, targets(idx)
 
     if training:
