@@ -43,7 +43,8 @@ def unfamiliarity_text(unfamiliarity: float) -> str:
             "the training data as an ordinary validation face's.")
 
 
-def _linear(params: tuple[float, float], u: np.ndarray) -> np.ndarray:
+def linear_in_unfamiliarity(params: tuple[float, float], u: np.ndarray) -> np.ndarray:
+    """``a + b * max(u - 1, 0)``: the form of every correction that grows with unfamiliarity."""
     a, b = params
     return a + b * np.maximum(np.asarray(u, np.float64) - 1.0, 0.0)
 
@@ -116,9 +117,9 @@ class Calibration:
         g = np.asarray(gender, np.float64)
         e = np.asarray(ethnicity, np.float64)
         if n and self.gender_temperature != (1.0, 0.0):
-            g = temper(g, _linear(self.gender_temperature, known))
+            g = temper(g, linear_in_unfamiliarity(self.gender_temperature, known))
         if n and self.ethnicity_temperature != (1.0, 0.0):
-            e = temper(e, _linear(self.ethnicity_temperature, known))
+            e = temper(e, linear_in_unfamiliarity(self.ethnicity_temperature, known))
         return {"age_dist": dist, "age": age, "age_interval": interval, "gender": g, "ethnicity": e,
                 "unfamiliarity": u}
 
@@ -132,7 +133,7 @@ class Calibration:
         age, interval = expected_age(dist), age_intervals(dist)
         if not self.interval_below == self.interval_above == (1.0, 0.0):
             u = _ordinary_if_unknown(unfamiliarity)
-            interval = scale_intervals(age, interval, _linear(self.interval_below, u), _linear(self.interval_above, u),
+            interval = scale_intervals(age, interval, linear_in_unfamiliarity(self.interval_below, u), linear_in_unfamiliarity(self.interval_above, u),
                                        0.0, dist.shape[1] - 1.0)
         return age, interval
 

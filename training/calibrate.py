@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from model.calibration import Calibration
+from model.calibration import Calibration, linear_in_unfamiliarity
 from model.familiarity import Familiarity
 from model.labels import AGE_GROUPS, NUM_AGE_BINS
 from model.postprocess import age_intervals, expected_age
@@ -139,6 +139,11 @@ def fit_temperature(probs: np.ndarray, codes: np.ndarray, excess: np.ndarray, we
     return best[1], best[2]
 
 
+def _equal_set_weights(counts: list[int]) -> np.ndarray:
+    """Per-face weights over concatenated sets of these sizes: every set weighs the same in total."""
+    return np.concatenate([np.full(n, 1.0 / max(1, n)) for n in counts]) / len(counts)
+
+
 @dataclass
 class IntervalSides:
     """One validation set's ages seen from its raw 80% intervals: how far the truth lies beyond
@@ -150,9 +155,9 @@ class IntervalSides:
 
     def missed(self, below: tuple[float, float], above: tuple[float, float]) -> tuple[float, float]:
         """Shares of faces whose truth falls below / above the interval scaled by the two lines."""
-        low = below[0] + below[1] * self.excess
-        high = above[0] + above[1] * self.excess
-        return float(np.mean(self.beyond_below > low)), float(np.mean(self.beyond_above > high))
+        u = self.excess + 1.0
+        return (float(np.mean(self.beyond_below > linear_in_unfamiliarity(below, u))),
+                float(np.mean(self.beyond_above > linear_in_unfamiliarity(above, u))))
 
 
 def interval_sides(calibration: Calibration, s: EvalSet, unfamiliarity: np.ndarray) -> IntervalSides:
@@ -167,7 +172,7 @@ def interval_sides(calibration: Calibration, s: EvalSet, unfamiliarity: np.ndarr
 
 def fit_interval_sides(sides: list[IntervalSides], floor: float = COVERAGE_FLOOR) -> tuple[tuple[float, float], ...]:
     """(below, above) lines: per-side pinball fit, then widened until every large set reaches ``floor``."""
-    weights = np.concatenate([np.full(len(s.excess), 1.0 / max(1, len(s.excess))) for s in sides]) / len(sides)
+    weights = _equal_set_weights([len(s.excess) for s in sides])
     excess = np.concatenate([s.excess for s in sides])
     below = fit_line_quantile(np.concatenate([s.beyond_below for s in sides]), excess, weights, SIDE_QUANTILE)
     above = fit_line_quantile(np.concatenate([s.beyond_above for s in sides]), excess, weights, SIDE_QUANTILE)
@@ -182,10 +187,6 @@ def fit_interval_sides(sides: list[IntervalSides], floor: float = COVERAGE_FLOOR
         else:
             above = (round(above[0] + _FLOOR_STEP, 4), above[1])
     return below, above
-
-
-def _equal_set_weights(sets: list[EvalSet], masks: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate([np.full(int(m.sum()), 1.0 / max(1, int(m.sum()))) for m in masks]) / len(sets)
 
 
 def fit_calibration(fit_features: np.ndarray, home_val_features: np.ndarray, prior: np.ndarray,
@@ -211,7 +212,7 @@ def fit_calibration(fit_features: np.ndarray, home_val_features: np.ndarray, pri
             np.concatenate([s.raw[head][m] for s, m in zip(head_sets, masks)]),
             np.concatenate([s.labels[head][m] for s, m in zip(head_sets, masks)]),
             np.concatenate([np.maximum(u[s.name][m] - 1.0, 0.0) for s, m in zip(head_sets, masks)]),
-            _equal_set_weights(head_sets, masks))
+            _equal_set_weights([int(m.sum()) for m in masks]))
     warn_above = float(np.quantile(u[sets[0].name], WARN_QUANTILE))
     calibration = replace(base, interval_below=below, interval_above=above, gender_temperature=temperatures["gender"],
                                ethnicity_temperature=temperatures["ethnicity"], warn_above=round(warn_above, 4))
