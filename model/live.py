@@ -634,15 +634,17 @@ class LiveProcessor:
         t2 = time.perf_counter()
         w = self.config.smoothing
         h_img, w_img = frame.shape[:2]
-        faces = []
         for i, track in enumerate(visible):
             track.gender = ema(track.gender, outputs.gender[i], w)
             track.ethnicity = ema(track.ethnicity, outputs.ethnicity[i], w)
             track.age_dist = ema(track.age_dist, outputs.age_dist[i], w)
-            u = np.array([np.nan if outputs.unfamiliarity is None else outputs.unfamiliarity[i]])
-            ages, intervals = self._calibration.age_readout(track.age_dist[None], u)
-            age = float(ages[0])
-            low, high = (float(v) for v in intervals[0])
+        # one read-out of every face's smoothed distribution (row by row, as the calibration works)
+        u = np.full(len(visible), np.nan) if outputs.unfamiliarity is None else outputs.unfamiliarity
+        ages, intervals = self._calibration.age_readout(np.stack([t.age_dist for t in visible]), u)
+        faces = []
+        for i, track in enumerate(visible):
+            age = float(ages[i])
+            low, high = (float(v) for v in intervals[i])
             g, e = int(np.argmax(track.gender)), int(np.argmax(track.ethnicity))
             x, y, bw, bh = track.box
             x0, y0 = int(np.clip(round(x), 0, w_img - 1)), int(np.clip(round(y), 0, h_img - 1))
