@@ -64,10 +64,10 @@ class PhotoAnalysis:
 
     @property
     def photo(self) -> np.ndarray | None:
-        """The analysed photo (first frame, EXIF applied), decoded again from the upload; None without one."""
+        """The analysed photo (first frame, EXIF applied), decoded from the upload; None without one."""
         if not self.data:
             return None
-        return image_io.load_image(self.data)
+        return _decoded(self.data)
 
     @property
     def kept_bytes(self) -> int:
@@ -140,6 +140,16 @@ def analyze_bytes(analyzer, name: str, data: bytes) -> PhotoAnalysis:
                          display=jpeg_bytes(for_display(annotate(result.photo, faces))),
                          thumbs={f.index: jpeg_bytes(for_display(crop_box(result.photo, f.box), THUMB_MAX_SIDE))
                                  for f in faces})
+
+
+@functools.lru_cache(maxsize=2)
+def _decoded(data: bytes) -> np.ndarray:
+    """The last uploads' pixels, read-only: a page rerun reads its photo several times (the
+    preview, one heat map per head) and a 12-megapixel JPEG takes a few hundred ms to decode.
+    Sessions keep only the bytes (memory under load), so the cache holds two photos at most."""
+    photo = image_io.load_image(data)
+    photo.flags.writeable = False
+    return photo
 
 
 @functools.lru_cache(maxsize=1)
