@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from model.settings import GENDER_UNSURE_BELOW
+
 GENDERS: tuple[str, ...] = ("male", "female")
+
+
+def gender_headline(gender: str, probability: float) -> str:
+    """What a gender call is shown as: "Unsure" under the threshold of model.settings, else the name."""
+    return "Unsure" if probability < GENDER_UNSURE_BELOW else gender.capitalize()
+
+
 ETHNICITIES: tuple[str, ...] = ("white", "black", "asian", "indian", "other")
 
 #: Human-readable ethnicity names for charts ("other" is UTKFace's catch-all:

@@ -31,10 +31,9 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from model.align import align_face
+from model.align import align_face, landmarks_array
 from model.calibration import Calibration
-from model.labels import ETHNICITIES, GENDERS
-from model.settings import GENDER_UNSURE_BELOW
+from model.labels import ETHNICITIES, GENDERS, gender_headline
 
 #: Per-frame stages, in the order they run (detect is only counted when it runs inline).
 STAGES: tuple[str, ...] = ("track", "detect", "align", "model", "draw", "total")
@@ -86,8 +85,7 @@ class LiveFace:
     ethnicity_probability: float
 
     def label(self) -> str:
-        gender = self.gender.capitalize() if self.gender_probability >= GENDER_UNSURE_BELOW else "Unsure"
-        return f"{self.number}: {self.age:.0f} y, {gender}"
+        return f"{self.number}: {self.age:.0f} y, {gender_headline(self.gender, self.gender_probability)}"
 
 
 @dataclass
@@ -563,8 +561,6 @@ class LiveProcessor:
 
     def _refresh(self, track: Track, grey: np.ndarray, det, det_number: int, moved: np.ndarray) -> bool:
         """Take box, landmarks and template from a detection; False when its box is unusable."""
-        from model.align import landmarks_array
-
         box = np.array(det.box, np.float64)
         patch = _face_patch(grey, box, self.config.template_width)
         if patch is None:

@@ -241,7 +241,7 @@ def test_card_details_are_rows_not_json(tmp_path):
 def test_gender_text_says_unsure_for_a_coin_flip():
     assert photos.gender_text("male", 0.54) == ("Unsure", "leans male (54%); the model cannot tell")
     assert photos.gender_text("female", 0.93) == ("Female", "probability 93%")
-    assert photos.gender_text("female", photos.GENDER_UNSURE_BELOW)[0] == "Female"
+    assert photos.gender_text("female", settings.GENDER_UNSURE_BELOW)[0] == "Female"
 
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from model import image_io, settings
-from model.settings import GENDER_UNSURE_BELOW
+from model.labels import gender_headline
 
 #: File types the app reads (lower case, without the dot), and the same for people to read.
 UPLOAD_TYPES: tuple[str, ...] = image_io.IMAGE_FORMATS
@@ -198,9 +198,10 @@ def age_text(age: float) -> str:
 
 def gender_text(gender: str, probability: float) -> tuple[str, str]:
     """(headline, detail) for a gender call, honest about coin flips."""
-    if probability < GENDER_UNSURE_BELOW:
-        return "Unsure", f"leans {gender} ({probability:.0%}); the model cannot tell"
-    return gender.capitalize(), f"probability {probability:.0%}"
+    headline = gender_headline(gender, probability)
+    if headline == "Unsure":
+        return headline, f"leans {gender} ({probability:.0%}); the model cannot tell"
+    return headline, f"probability {probability:.0%}"
 
 
 def box_colour(index: int) -> tuple[int, int, int]:
