@@ -59,10 +59,8 @@ class Predictor:
             batch = tf.convert_to_tensor(faces[start : start + self.batch_size], tf.float32)
             for name, value in self._call(batch).items():
                 chunks[name].append(value.numpy())
-        if not len(faces):
-            shapes = {"age": 1, "age_dist": self.model.outputs[1].shape[-1], "gender": 2, "ethnicity": 5,
-                      "features": self._net.outputs[-1].shape[-1]}
-            return {name: np.zeros((0, shapes[name])) for name in self._names}
+        if not len(faces):  # each output's own width, as the network declares it
+            return {name: np.zeros((0, out.shape[-1])) for name, out in zip(self._names, self._net.outputs)}
         return {name: np.concatenate(parts) for name, parts in chunks.items()}
 
     def __call__(self, faces: np.ndarray) -> HeadOutputs:
