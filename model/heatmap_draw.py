@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 import cv2
 import numpy as np
 
+from model.align import apply_affine
 from model.labels import HEAD_CLASSES, HEAD_NAMES, check_head
 from model.results import DEFAULT_CAM_METHOD, Explanation
 
@@ -45,7 +46,7 @@ def _region_window(
     ch, cw = crop_shape
     inv = cv2.invertAffineTransform(m)
     corners = np.array([[-0.5, -0.5], [cw - 0.5, -0.5], [-0.5, ch - 0.5], [cw - 0.5, ch - 0.5]])
-    box = corners @ inv[:, :2].T + inv[:, 2]
+    box = apply_affine(inv, corners)
     x0, y0 = max(int(np.floor(box[:, 0].min())), 0), max(int(np.floor(box[:, 1].min())), 0)
     x1, y1 = min(int(np.ceil(box[:, 0].max())) + 1, w), min(int(np.ceil(box[:, 1].max())) + 1, h)
     if x0 >= x1 or y0 >= y1:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from model.align import apply_affine
 from model.heatmap_draw import predicted_target
 from model.labels import HEAD_NAMES
 from model.results import CAM_METHODS, DEFAULT_CAM_METHOD
@@ -60,7 +61,7 @@ def box_region(box: tuple[float, float, float, float], crop_affine: np.ndarray, 
     x, y, w, h = (float(v) for v in box)
     corners = np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]])
     m = np.asarray(crop_affine, np.float64).reshape(2, 3)
-    quad = corners @ m[:, :2].T + m[:, 2]
+    quad = apply_affine(m, corners)
     mask = np.zeros((size, size), np.uint8)
     cv2.fillConvexPoly(mask, np.round(quad * 16).astype(np.int32), 1, lineType=cv2.LINE_8, shift=4)
     return mask.astype(bool)
