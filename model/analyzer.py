@@ -188,7 +188,7 @@ class FaceAnalyzer:
                 "model": t4 - t3,
                 "total": decode + (t4 - t1),
             }
-            return PhotoResult(photo=photo, faces=results, faces_found=max(found, len(results)),
+            return PhotoResult(photo=photo, faces=results, faces_found=found,
                                frames=decoded.frames, frame=decoded.frame)
 
     def _result(self, i: int, det: Detection, face, outputs, height: int, width: int) -> FaceResult:
