@@ -78,6 +78,21 @@ def dataset_headline(summary: dict) -> None:
                    help="Largest age group over the smallest non-empty one.")
 
 
+@st.cache_data(show_spinner=False, max_entries=256)
+def _thumbnail(path: str, modified: float):
+    """A dataset image's thumbnail, decoded once (not on every filter or slider change);
+    ``modified`` keys the cache to the file's current contents."""
+    return explorer.thumbnail(path)
+
+
+def _cached_thumbnail(path: str):
+    try:
+        modified = Path(path).stat().st_mtime
+    except OSError:
+        return None  # gone since it was indexed: like a file that does not decode
+    return _thumbnail(str(path), modified)
+
+
 def sample_grid(frame) -> None:
     """A filterable grid of sample faces from the indexed folder."""
     st.subheader("Sample faces")
@@ -94,7 +109,7 @@ def sample_grid(frame) -> None:
         return
     images, captions = [], []
     for row in shown.itertuples():
-        image = explorer.thumbnail(row.path)
+        image = _cached_thumbnail(row.path)
         if image is not None:
             images.append(image)
             captions.append(f"{row.age} · {row.gender} · {charts.short_ethnicity(row.ethnicity)}")
