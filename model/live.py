@@ -257,6 +257,10 @@ class FrameClock:
         self.offset: float | None = None
         self._last: tuple[float, float] | None = None  # (arrival, media time) of the previous frame
 
+    def restart(self) -> None:
+        """Forget the clock offset: the next frame is taken as the least-delayed one."""
+        self.offset = None
+
     def age(self, media_time: float | None) -> float:
         if media_time is None:
             return 0.0
@@ -374,6 +378,16 @@ class DetectionWorker:
     def busy(self) -> bool:
         job = self._job
         return job is not None and not job.done.is_set()
+
+    @property
+    def pending(self) -> bool:
+        """A detection is running or finished but not yet collected."""
+        return self._job is not None
+
+    def wait(self, timeout: float) -> bool:
+        """Block until the current detection finishes (False if none, or on timeout)."""
+        job = self._job
+        return job is not None and job.done.wait(timeout)
 
     def submit(self, frame_number: int, frame: np.ndarray) -> bool:
         """Start detecting ``frame`` unless a detection is running or uncollected."""
@@ -494,12 +508,12 @@ class LiveProcessor:
         """Tests: block until a background detection finishes and apply it on the next frame."""
         if self._worker is None or not self._worker.busy:
             return False
-        return self._worker._job.done.wait(timeout)  # noqa: SLF001 - the worker is ours
+        return self._worker.wait(timeout)
 
     # -- detection ---------------------------------------------------------------------------
 
     def _detection_due(self, number: int) -> bool:
-        if self._worker is not None and self._worker._job is not None:  # running or not yet collected
+        if self._worker is not None and self._worker.pending:
             return False
         since = number - self._last_detect_request
         if not self.tracks or self._lost_since_request:

@@ -79,7 +79,7 @@ def frames_callback(live: LiveProcessor):
         if out is None:  # too old: the previous annotated frame stays on screen
             stale[0] += 1
             if stale[0] >= STALE_RESTART:
-                clock.offset = None
+                clock.restart()
                 stale[0] = 0
             return []
         stale[0] = 0
