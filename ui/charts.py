@@ -248,13 +248,13 @@ def set_label(name: str) -> str:
     return f"{label}, {DEGRADATION_NAMES.get(kind, kind)}" if kind else label
 
 
-#: Figures of the uncertainty table: (column title, key in training.calibrate.set_report).
-CALIBRATION_FIGURES: tuple[tuple[str, str], ...] = (
-    ("80% interval covers", "interval_coverage"),
-    ("interval width (years)", "interval_mean_width"),
-    ("age bias (years)", "age_bias"),
-    ("gender ECE", "gender_ece"),
-    ("ethnicity ECE", "ethnicity_ece"),
+#: Figures of the uncertainty table: (column title, key in training.calibrate.set_report, number format).
+CALIBRATION_FIGURES: tuple[tuple[str, str, str], ...] = (
+    ("80% interval covers", "interval_coverage", "percent"),
+    ("interval width (years)", "interval_mean_width", "%.1f"),
+    ("age bias (years)", "age_bias", "%+.2f"),
+    ("gender ECE", "gender_ece", "%.3f"),
+    ("ethnicity ECE", "ethnicity_ece", "%.3f"),
 )
 
 
@@ -265,7 +265,7 @@ def calibration_table(card: ModelCard) -> pd.DataFrame:
     for name, entry in ((card.calibration or {}).get("validation") or {}).items():
         before, after = entry.get("before") or {}, entry.get("after") or {}
         row = {"data": set_label(name), "faces": after.get("n")}
-        for title, key in CALIBRATION_FIGURES:
+        for title, key, _ in CALIBRATION_FIGURES:
             row[f"{title}: before"] = before.get(key)
             row[f"{title}: after"] = after.get(key)
         row["flagged unfamiliar"] = after.get("flagged_unfamiliar")

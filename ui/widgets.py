@@ -248,10 +248,8 @@ PER_CLASS_COLUMNS = {
 }
 
 def _calibration_columns() -> dict:
-    formats = {"80% interval covers": "percent", "interval width (years)": "%.1f", "age bias (years)": "%+.2f",
-               "gender ECE": "%.3f", "ethnicity ECE": "%.3f"}
     columns = {f"{title}: {when}": st.column_config.NumberColumn(format=fmt)
-               for title, fmt in formats.items() for when in ("before", "after")}
+               for title, _, fmt in charts.CALIBRATION_FIGURES for when in ("before", "after")}
     columns["flagged unfamiliar"] = st.column_config.NumberColumn(
         format="percent", help="Share of faces the app flags as unlike the photos the model learned from.")
     return columns
