@@ -29,8 +29,9 @@ import numpy as np
 
 from model.calibration import Calibration, linear_in_unfamiliarity
 from model.familiarity import Familiarity
-from model.labels import AGE_GROUPS, NUM_AGE_BINS
+from model.labels import NUM_AGE_BINS
 from model.postprocess import age_intervals, expected_age
+from training.metrics import balanced_mae
 
 PRIOR_POWERS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 FIT_FACES: int = 6000  # training faces whose features summarise the training data
@@ -75,16 +76,6 @@ def training_age_prior(labels: dict[str, np.ndarray], draw_probability: np.ndarr
     prior = np.convolve(prior, kernel / kernel.sum(), mode="same")
     prior += 1e-3 * prior.max()  # no bin is impossible
     return prior / prior.sum()
-
-
-def balanced_mae(true_age: np.ndarray, predicted: np.ndarray, min_count: int = 10) -> float:
-    """Mean over the report's age groups (with at least ``min_count`` faces) of the group MAE."""
-    maes = []
-    for group in AGE_GROUPS:
-        inside = (true_age >= group.low) & (true_age <= group.high)
-        if inside.sum() >= min_count:
-            maes.append(np.abs(predicted[inside] - true_age[inside]).mean())
-    return float(np.mean(maes)) if maes else float("nan")
 
 
 def choose_prior_power(sets: list[EvalSet], prior: np.ndarray) -> tuple[float, dict]:
@@ -264,12 +255,14 @@ def before_after(sets: list[EvalSet], calibration: Calibration) -> dict:
     return {s.name: {"before": set_report(s, raw), "after": set_report(s, calibration)} for s in sets}
 
 
-def calibrate_model(predictor, arrays: dict, probabilities, age_weight, seed: int = 0):
+def calibrate_model(predictor, arrays: dict, probabilities, age_weight, seed: int = 0,
+                    val_raw: dict[str, dict[str, np.ndarray]] | None = None):
     """Fit :class:`model.calibration.Calibration` on the training split's features (drawn as
     training drew them: ``probabilities`` per face, its age loss weighted by ``age_weight``)
     and every source's validation faces, clean and (home source) degraded.
+    ``val_raw``: the predictor's raw outputs per validation source, if already computed.
     Returns (calibration, card section with the fitted values and before/after per set)."""
-    from training.robustness import DEGRADATIONS, degrade
+    from training.robustness import DEGRADATIONS, degrade_all
 
     train, val = arrays["train"], arrays["val"]
     prior = training_age_prior(train.labels, probabilities, age_weight)
@@ -280,11 +273,12 @@ def calibrate_model(predictor, arrays: dict, probabilities, age_weight, seed: in
     for code, name in enumerate(val.names):
         part = val.subset(val.source == code)
         if len(part):
-            sets.append(EvalSet(name, predictor.raw(part.images), part.labels))
+            raw = val_raw[name] if val_raw and name in val_raw else predictor.raw(part.images)
+            sets.append(EvalSet(name, raw, part.labels))
     home = val.subset(val.source == 0)
     for kind in DEGRADATIONS:
         if len(home):
-            faces = np.stack([degrade(f, kind) for f in home.images])
-            sets.append(EvalSet(f"{val.names[0]}, {kind}", predictor.raw(faces), home.labels, degraded=True))
+            sets.append(EvalSet(f"{val.names[0]}, {kind}", predictor.raw(degrade_all(home.images, kind)),
+                                home.labels, degraded=True))
     calibration, fitted = fit_calibration(fit_features, sets[0].raw["features"], prior, sets)
     return calibration, {"fitted": fitted, "validation": before_after(sets, calibration)}

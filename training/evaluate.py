@@ -89,14 +89,19 @@ def evaluate_faces(model, faces: np.ndarray, labels: dict[str, np.ndarray], flip
     """Partial-label metrics of ``model`` on already prepared faces (training.prepare's
     aligned crops: the same pixels the app's pipeline makes from those photos)."""
     from model.inference import Predictor
-    from training.metrics import partial_report
 
     predictor = predictor or Predictor(model, flip_tta=flip_tta)
     if len(faces) == 0:
         return {"n": 0}
-    out = predictor(faces)
+    return report_outputs(predictor(faces), labels, predictor.flip_tta)
+
+
+def report_outputs(out, labels: dict[str, np.ndarray], flip_tta: bool) -> dict:
+    """Partial-label metrics of answers already computed (model.results.HeadOutputs)."""
+    from training.metrics import partial_report
+
     report = partial_report(labels, out.age, out.age_interval, out.gender, out.ethnicity)
-    report["flip_tta"] = predictor.flip_tta
+    report["flip_tta"] = flip_tta
     return report
 
 
@@ -158,17 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if report.get("n", 0) > 0 else 1
 
 
-def degraded_reports(model, faces: np.ndarray, labels: dict[str, np.ndarray], flip_tta: bool,
-                     calibration=None) -> dict:
-    """Partial-label metrics of ``model`` on each degraded copy of ``faces``."""
-    from model.inference import Predictor
-    from training.robustness import DEGRADATIONS, degrade
+def degraded_reports(predictor, faces: np.ndarray, labels: dict[str, np.ndarray]) -> dict:
+    """Partial-label metrics of ``predictor`` (model.inference.Predictor) on each degraded copy of ``faces``."""
+    from training.robustness import DEGRADATIONS, degrade_all
 
-    predictor = Predictor(model, flip_tta=flip_tta, calibration=calibration)
-    return {
-        kind: evaluate_faces(model, np.stack([degrade(f, kind) for f in faces]), labels, predictor=predictor)
-        for kind in DEGRADATIONS
-    }
+    return {kind: evaluate_faces(None, degrade_all(faces, kind), labels, predictor=predictor) for kind in DEGRADATIONS}
 
 
 def _spec(text: str):
@@ -192,7 +191,7 @@ def _evaluate_prepared(args, model_file: Path) -> int:
         labels = label_arrays(records)
         entry = evaluate_faces(model, faces, labels, predictor=predictor)
         if args.degraded and len(faces):
-            entry["degraded"] = degraded_reports(model, faces, labels, not args.no_tta, predictor.calibration)
+            entry["degraded"] = degraded_reports(predictor, faces, labels)
         report["sources"][spec.name] = entry
     print(json.dumps(report))
     if args.json_out:

@@ -59,18 +59,20 @@ def machine_description() -> str:
     return f"{os.cpu_count()} CPU cores ({platform.machine()}), {accel}"
 
 
-def evaluate_by_source(model, arrays, flip_tta: bool, calibration=None) -> dict[str, dict]:
-    """Partial-label metrics per source of one split (training.train.TrainArrays)."""
-    from model.inference import Predictor
-    from training.evaluate import evaluate_faces
+def raw_by_source(predictor, arrays) -> dict[str, dict]:
+    """The predictor's raw outputs per source of one split (training.train.TrainArrays)."""
+    return {name: predictor.raw(arrays.images[arrays.source == code])
+            for code, name in enumerate(arrays.names) if (arrays.source == code).any()}
 
-    predictor = Predictor(model, flip_tta=flip_tta, calibration=calibration)
-    out = {}
-    for code, name in enumerate(arrays.names):
-        part = arrays.subset(arrays.source == code)
-        if len(part):
-            out[name] = evaluate_faces(model, part.images, part.labels, predictor=predictor)
-    return out
+
+def evaluate_by_source(predictor, arrays, raws: dict[str, dict] | None = None, calibration=None) -> dict[str, dict]:
+    """Partial-label metrics per source of one split, from ``raws`` when the outputs are already
+    computed; answers read out with ``calibration`` (default: the predictor's)."""
+    from training.evaluate import report_outputs
+
+    raws = raws if raws is not None else raw_by_source(predictor, arrays)
+    return {name: report_outputs(predictor.outputs(raw, calibration), arrays.labels_of(name), predictor.flip_tta)
+            for name, raw in raws.items()}
 
 
 def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes: float,
@@ -100,22 +102,25 @@ def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes:
     model.save(output)
 
     names = arrays["val"].names
-    val_plain = evaluate_by_source(model, arrays["val"], flip_tta=False)
-    val_tta = evaluate_by_source(model, arrays["val"], flip_tta=True)
+    # The validation split goes through the network once per flip setting: the raw outputs
+    # serve the uncalibrated figures, the calibration fit and the calibrated figures.
+    plain, tta = Predictor(model, flip_tta=False), Predictor(model, flip_tta=True)
+    raw_plain, raw_tta = raw_by_source(plain, arrays["val"]), raw_by_source(tta, arrays["val"])
+    val_plain = evaluate_by_source(plain, arrays["val"], raw_plain)
+    val_tta = evaluate_by_source(tta, arrays["val"], raw_tta)
     first = names[0]
     flip_tta = (val_tta[first]["age_mae"] or 0) <= (val_plain[first]["age_mae"] or 0)
+    chosen, chosen_raw = (tta, raw_tta) if flip_tta else (plain, raw_plain)
     probabilities, age_weight = draws
-    calibration, calibration_section = calibrate_model(Predictor(model, flip_tta=flip_tta), arrays, probabilities,
-                                                       age_weight)
+    calibration, calibration_section = calibrate_model(chosen, arrays, probabilities, age_weight, val_raw=chosen_raw)
     calibration.save(calibration_path(output))
-    val = evaluate_by_source(model, arrays["val"], flip_tta, calibration)
-    test = evaluate_by_source(model, arrays["test"], flip_tta, calibration)
+    val = evaluate_by_source(chosen, arrays["val"], chosen_raw, calibration)
+    predictor = Predictor(model, flip_tta=flip_tta, calibration=calibration)  # what the app serves
+    test = evaluate_by_source(predictor, arrays["test"])
     evaluations = {name: {"val": val.get(name), "test": test.get(name)} for name in names}
     first_test = arrays["test"].subset(arrays["test"].source == 0)
     if len(first_test):
-        evaluations[first]["test_degraded"] = degraded_reports(model, first_test.images, first_test.labels, flip_tta,
-                                                               calibration)
-    predictor = Predictor(model, flip_tta=flip_tta, calibration=calibration)
+        evaluations[first]["test_degraded"] = degraded_reports(predictor, first_test.images, first_test.labels)
     robustness = {}
     for code, name in enumerate(names):
         faces = jitter_sample(arrays["val"].images[arrays["val"].source == code], JITTER_FACES)

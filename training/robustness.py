@@ -91,6 +91,11 @@ def degrade(face: np.ndarray, kind: str) -> np.ndarray:
     raise ValueError(f"unknown degradation {kind!r}; choose from {DEGRADATIONS}")
 
 
+def degrade_all(faces: np.ndarray, kind: str) -> np.ndarray:
+    """(N, S, S, 3) faces, each degraded as named in :data:`DEGRADATIONS`."""
+    return np.stack([degrade(f, kind) for f in faces])
+
+
 def photo_sweep(analyzer, photo: np.ndarray, widths: tuple[int, ...] = (320, 480, 640, 800, 1024),
                 crops: tuple[float, ...] = (0.0, 0.03, 0.06, 0.1)) -> dict:
     """One photo resized to several widths and cropped by a few percent on each side,

@@ -212,6 +212,11 @@ class TrainArrays:
     def __len__(self) -> int:
         return len(self.images)
 
+    def labels_of(self, name: str) -> dict[str, np.ndarray]:
+        """The labels of one source's faces."""
+        mask = self.source == self.names.index(name)
+        return {k: v[mask] for k, v in self.labels.items()}
+
     def subset(self, mask: np.ndarray) -> TrainArrays:
         return TrainArrays(self.images[mask], {k: v[mask] for k, v in self.labels.items()}, self.source[mask],
                            self.names)
