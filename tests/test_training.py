@@ -353,3 +353,86 @@ def _tiny_arrays(n: int, seed: int):
     labels = {"age": ages, "age_low": ages, "age_high": ages, "gender": rng.integers(0, 2, n).astype(np.int32),
               "ethnicity": rng.integers(0, 5, n).astype(np.int32)}
     return TrainArrays(rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8), labels, np.zeros(n, np.int32), ("a",))
+
+
+def test_distilled_targets_blend_each_label_with_the_teacher_and_keep_age_ranges():
+    """Labelled rows: (1 - b) * label + b * w * teacher (still summing to w); unlabelled rows: b * teacher;
+    an age range keeps its own (negative) target."""
+    from model.labels import NUM_AGE_BINS
+    from training.train import TrainConfig, make_dataset, sample_weights
+
+    n = 8
+    arrays = _tiny_arrays(n, seed=4)
+    labels = arrays.labels = {k: v.copy() for k, v in arrays.labels.items()}
+    labels["gender"][[1, 2]] = -1  # no gender
+    labels["age"][3] = -1  # an age range only
+    labels["age_low"][3], labels["age_high"][3] = 30, 39
+    for key in ("age", "age_low", "age_high"):
+        labels[key][4] = -1  # no age at all
+    rng = np.random.default_rng(0)
+
+    def probabilities(width):
+        p = rng.random((n, width)).astype(np.float32)
+        return p / p.sum(axis=1, keepdims=True)
+
+    teacher = {"age_dist": probabilities(NUM_AGE_BINS), "gender": probabilities(2), "ethnicity": probabilities(5)}
+    weights = sample_weights(labels, 0.5)
+    beta = 0.3
+    cfg = TrainConfig(data_dir="x", batch_size=n, input_size=32, distill_weight=beta)
+    _, plain = next(iter(make_dataset(arrays, weights, cfg, training=False)))
+    _, taught = next(iter(make_dataset(arrays, weights, cfg, training=False, teacher=teacher)))
+    plain, taught = ({k: v.numpy() for k, v in d.items()} for d in (plain, taught))
+    g = plain["gender"].sum(axis=1)
+    labelled = labels["gender"] >= 0
+    expected = (1 - beta) * plain["gender"] + beta * g[:, None] * teacher["gender"]
+    assert np.allclose(taught["gender"][labelled], expected[labelled], atol=1e-6)
+    assert np.allclose(taught["gender"][~labelled], beta * teacher["gender"][~labelled], atol=1e-6)
+    assert np.allclose(taught["gender"][labelled].sum(axis=1), g[labelled], atol=1e-5)
+    assert np.allclose(taught["ethnicity"].sum(axis=1), plain["ethnicity"].sum(axis=1), atol=1e-5)
+    assert np.array_equal(taught["age_dist"][3], plain["age_dist"][3]) and plain["age_dist"][3].sum() < 0
+    assert np.allclose(taught["age_dist"][4], beta * teacher["age_dist"][4], atol=1e-6)
+    exact = labels["age"] >= 0
+    assert np.allclose(taught["age_dist"][exact].sum(axis=1), plain["age_dist"][exact].sum(axis=1), atol=1e-5)
+    assert np.array_equal(taught["age"], plain["age"])  # the read-out's L1 keeps the label alone
+
+
+def test_teacher_outputs_are_flip_averaged_and_cached_per_teacher_and_faces(tmp_path, monkeypatch):
+    import keras
+
+    from model.architecture import build_model
+    from model.inference import Predictor
+    from training import distill
+
+    keras.utils.set_random_seed(5)
+    path = tmp_path / "teacher.keras"
+    build_model(32).save(path)
+    faces = _tiny_arrays(10, seed=6).images
+    out = distill.teacher_outputs(path, faces, tmp_path / "run", batch_size=4)
+    raw = Predictor(keras.saving.load_model(path, compile=False), flip_tta=True).raw(faces)
+    for head in distill.DISTILLED_HEADS:
+        assert out[head].shape == raw[head].shape and np.allclose(out[head], raw[head], atol=1e-5)
+    assert (tmp_path / "run" / "teacher_outputs.npz").is_file()
+    monkeypatch.setattr("model.architecture.load_model", lambda *a, **k: pytest.fail("cache not used"))
+    again = distill.teacher_outputs(path, faces, tmp_path / "run")
+    assert all(np.array_equal(again[h], out[h]) for h in distill.DISTILLED_HEADS)
+    with pytest.raises(pytest.fail.Exception, match="cache not used"):  # other faces: recomputed
+        distill.teacher_outputs(path, faces[::-1].copy(), tmp_path / "run")
+
+
+def test_distillation_run_trains_and_resumes_from_a_teacher(tmp_path, monkeypatch):
+    from tests.conftest import write_utkface_folder
+    from training.train import main
+
+    data = tmp_path / "data"
+    write_utkface_folder(data, n=60, seed=13)
+    monkeypatch.setenv("IMAGENET_WEIGHTS", str(tmp_path / "absent.h5"))
+    common = ["--data-dir", str(data), "--input-size", "48", "--batch-size", "16", "--head-epochs", "1",
+              "--cache-dir", str(tmp_path / "cache"), "--verbose", "0"]
+    assert main([*common, "--run-dir", str(tmp_path / "teacher"), "--epochs", "1"]) == 0
+    student = [*common, "--run-dir", str(tmp_path / "student"), "--distill-from", str(tmp_path / "teacher" / "last.keras"),
+               "--distill-weight", "0.7", "--init-model", str(tmp_path / "teacher" / "last.keras")]
+    assert main([*student, "--epochs", "1"]) == 0
+    assert (tmp_path / "student" / "teacher_outputs.npz").is_file()
+    assert main([*student, "--epochs", "2", "--resume"]) == 0
+    state = json.loads((tmp_path / "student" / "state.json").read_text())
+    assert (state["phase"], state["epochs_done"]) == ("fine_tune", 2)

@@ -51,6 +51,8 @@ class TrainConfig:
     age_weight_power: float = 0.7
     consistency: float = 0.0
     consistency_views: str = "all"  # "framing": a pair shares light, colour, occlusion and degradation
+    distill_from: str | None = None  # teacher model: augmented views learn its answer on the plain crop
+    distill_weight: float = 0.5
     imagenet_weights: str | None = None
     output: str | None = None
     model_card: str | None = None
@@ -115,11 +117,15 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     for name in ("input_size", "batch_size", "head_epochs", "epochs", "patience", "seed", "verbose"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     for name in ("head_lr", "lr", "min_lr", "warmup_epochs", "weight_decay", "age_loss_weight",
-                 "label_smoothing", "class_weight_power", "age_weight_power", "consistency", "aug_zoom_min", "aug_zoom_max", "aug_rotation_deg"):
+                 "label_smoothing", "class_weight_power", "age_weight_power", "consistency", "distill_weight",
+                 "aug_zoom_min", "aug_zoom_max", "aug_rotation_deg"):
         p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
     p.add_argument("--consistency-views", choices=("all", "framing"), default=defaults.consistency_views,
                    help="with --consistency: the two views of a face differ in every augmentation (all), or "
                         "only in framing (flip, rotation, zoom, shift), sharing light, colour and degradation")
+    p.add_argument("--distill-from", default=None,
+                   help="teacher .keras model: each augmented training face also learns the teacher's flip-averaged "
+                        "answer on its plain crop (weight --distill-weight; unlabelled heads learn it alone)")
     p.add_argument("--fine-tune-from", default=defaults.fine_tune_from, help="first backbone layer to unfreeze")
     p.add_argument("--schedule", choices=("cosine", "plateau"), default=defaults.schedule)
     p.add_argument("--optimizer", choices=("sgd", "adamw"), default=defaults.optimizer,
@@ -229,7 +235,8 @@ def sampling_probabilities(source: np.ndarray, source_weights: list[float]) -> n
 
 
 def make_dataset(arrays: TrainArrays, weights: dict[str, np.ndarray], cfg: TrainConfig, training: bool,
-                 probabilities: np.ndarray | None = None, seed: int = 0, input_context=None):
+                 probabilities: np.ndarray | None = None, seed: int = 0, input_context=None,
+                 teacher: dict[str, np.ndarray] | None = None):
     """tf.data pipeline from cached uint8 faces.
 
     Training draws ``epoch_size`` images per epoch with ``probabilities`` (with
@@ -245,11 +252,17 @@ def make_dataset(arrays: TrainArrays, weights: dict[str, np.ndarray], cfg: Train
 
     Under a strategy, ``input_context`` (tf.distribute.InputContext) makes the training
     stream this worker's shard of each global batch (:func:`training.distribute.index_stream`).
+
+    ``teacher`` (rows aligned with ``arrays``; :func:`training.distill.teacher_outputs`)
+    blends the teacher's answer on the plain crop into every probability target with
+    weight ``cfg.distill_weight`` (:func:`training.distill.blend`); age ranges keep their
+    own target.
     """
     import tensorflow as tf
 
     from model.labels import NUM_AGE_BINS
     from training.augment import AugmentConfig, augment_batch
+    from training.distill import blend
     from training.distribute import index_stream
 
     images_t = tf.constant(arrays.images)
@@ -257,6 +270,8 @@ def make_dataset(arrays: TrainArrays, weights: dict[str, np.ndarray], cfg: Train
     w = {k: tf.constant(v.astype(np.float32)) for k, v in weights.items()}
     bins = tf.range(NUM_AGE_BINS, dtype=tf.float32)
     smooth = cfg.label_smoothing
+    taught = None if teacher is None else {k: tf.constant(v.astype(np.float32)) for k, v in teacher.items()}
+    beta = float(cfg.distill_weight)
     zoom = (cfg.aug_zoom_min, cfg.aug_zoom_max)
     aug = (AugmentConfig.real_photos(cfg.aug_rotation_deg, zoom) if cfg.augment == "real_photos"
            else AugmentConfig(max_rotation_deg=cfg.aug_rotation_deg, zoom_range=zoom))
@@ -278,11 +293,18 @@ def make_dataset(arrays: TrainArrays, weights: dict[str, np.ndarray], cfg: Train
         inside = inside / tf.maximum(tf.reduce_sum(inside, axis=1, keepdims=True), 1.0)
         age_dist = tf.where(exact[:, None], dist * age_w, tf.where(ranged[:, None], -inside * age_w, 0.0))
 
+        if taught is not None:
+            labelled_dist = blend(age_dist, tf.gather(taught["age_dist"], idx), tf.cast(exact, tf.float32), beta)
+            age_dist = tf.where(ranged[:, None], age_dist, labelled_dist)
+
         def onehot(name, classes):
             codes = tf.gather(lab[name], idx)
             valid = tf.cast(codes >= 0, tf.float32)[:, None]
             q = tf.one_hot(tf.maximum(codes, 0), classes) * (1.0 - smooth) + smooth / classes
-            return q * valid * tf.gather(w[name], idx)[:, None]
+            q = q * valid * tf.gather(w[name], idx)[:, None]
+            if taught is None:
+                return q
+            return blend(q, tf.gather(taught[name], idx), valid, beta)
 
         return {
             "age": tf.where(exact, age, -1.0)[:, None],
@@ -525,8 +547,15 @@ def _train(cfg: TrainConfig, strategy, run_dir: Path) -> dict:
     weights = sample_weights(train.labels, cfg.class_weight_power, cfg.age_weight_power)
     ones = {k: (val.labels[k if k != "age" else "age_low"] >= 0).astype(np.float32) for k in weights}
     probabilities = sampling_probabilities(train.source, [s.weight for s in specs] or [1.0])
+    teacher = None
+    if cfg.distill_from and not cfg.export_from:
+        from training.distill import teacher_outputs
+
+        print(f"teacher: {cfg.distill_from} on {len(train)} training faces", flush=True)
+        teacher = teacher_outputs(cfg.distill_from, train.images, run_dir)
     if cfg.strategy == "default":
-        train_ds = make_dataset(train, weights, cfg, training=True, probabilities=probabilities, seed=seed)
+        train_ds = make_dataset(train, weights, cfg, training=True, probabilities=probabilities, seed=seed,
+                                teacher=teacher)
     else:
         def shard(context):
             # Every worker draws the same global batches (index_stream) and augments its own slice
@@ -535,7 +564,7 @@ def _train(cfg: TrainConfig, strategy, run_dir: Path) -> dict:
 
             tf.random.set_seed(seed + 7919 * context.input_pipeline_id)
             return make_dataset(train, weights, cfg, training=True, probabilities=probabilities, seed=seed,
-                                input_context=context)
+                                input_context=context, teacher=teacher)
 
         train_ds = strategy.distribute_datasets_from_function(shard)
     val_ds = make_dataset(val, ones, cfg, training=False)
