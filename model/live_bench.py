@@ -182,7 +182,7 @@ def main(args) -> int:
     analyzer = FaceAnalyzer(args.model)
     predictor = analyzer.predictor
     if args.flip_tta is not None and args.flip_tta != analyzer.flip_tta:
-        predictor = Predictor(analyzer.model, flip_tta=args.flip_tta)
+        predictor = Predictor(analyzer.model, flip_tta=args.flip_tta, calibration=analyzer.predictor.calibration)
         predictor(np.zeros((1, predictor.input_size, predictor.input_size, 3), np.uint8))
     config = LiveConfig() if args.detect_every is None else LiveConfig(detect_every=args.detect_every)
     clip = astronaut_clip(int(4 * args.fps), fps=args.fps)  # one 4-second cycle, looped
