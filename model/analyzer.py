@@ -23,7 +23,7 @@ import numpy as np
 from model import settings
 from model.align import align_face
 from model.card import read_card
-from model.face_detect import FaceDetector, TooManyFacesError, largest_faces
+from model.face_detect import FaceDetector, PhotoDetector, TooManyFacesError, check_face_count, largest_faces
 from model.heatmap_draw import OVERLAY_ALPHA, face_explanations, reblend
 from model.image_io import ImageError, ImageSource, load_image, read_image
 from model.labels import ETHNICITIES, GENDERS, age_group, check_head
@@ -73,7 +73,8 @@ class FaceAnalyzer:
 
     ``model_path`` defaults to ``settings.model_path()`` (``FACELENS_MODEL`` or the
     shipped model); ``model`` injects a loaded Keras model instead; ``detector`` a
-    :class:`FaceDetector` (or anything with ``detect(photo) -> list[Detection]``).
+    :class:`FaceDetector` (or any :class:`~model.face_detect.PhotoDetector`: ``detect_all``
+    and ``max_faces``).
     ``flip_tta`` defaults to the model card's choice, else True.
     """
 
@@ -82,7 +83,7 @@ class FaceAnalyzer:
         model_path: str | Path | None = None,
         *,
         model=None,
-        detector=None,
+        detector: PhotoDetector | None = None,
         flip_tta: bool | None = None,
         warm_up: bool = True,
     ):
@@ -104,7 +105,7 @@ class FaceAnalyzer:
         # The read-out corrections stored beside the model file (identity for an injected model).
         self.predictor = Predictor(model, flip_tta=bool(flip_tta), calibration=load_for_model(self.model_path))
         self.input_size = self.predictor.input_size
-        self.detector = detector if detector is not None else FaceDetector()
+        self.detector: PhotoDetector = detector if detector is not None else FaceDetector()
         #: Seconds per stage of the latest :meth:`analyze` call (decode, detect, align, model, total).
         self.last_timings: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -163,13 +164,11 @@ class FaceAnalyzer:
         decode = time.perf_counter() - t0
         with self._analyze_lock:
             t1 = time.perf_counter()  # waiting for another photo counts in no stage
-            detect_all = getattr(self.detector, "detect_all", None)
-            if largest is None or not callable(detect_all):
-                detections: list[Detection] = self.detector.detect(photo)
-            else:
-                detections = detect_all(photo)
+            detections: list[Detection] = self.detector.detect_all(photo)
             found = len(detections)
-            if largest is not None:
+            if largest is None:
+                check_face_count(detections, self.detector.max_faces)
+            else:
                 detections = largest_faces(detections, int(largest))
             t2 = time.perf_counter()
             pairs = []

@@ -349,12 +349,37 @@ def test_degenerate_landmarks_are_dropped_not_raised(untrained_model, astronaut)
     broken = Detection((10.0, 10.0, 60.0, 60.0), 0.99, {k: point for k in real.landmarks})
 
     class FixedDetector:
-        def detect(self, photo):
+        max_faces = settings.MAX_FACES
+
+        def detect_all(self, photo):
             return [broken, real]
 
     faces = FaceAnalyzer(model=untrained_model, detector=FixedDetector(), warm_up=False).analyze(astronaut)
     assert len(faces) == 1 and faces[0].index == 0
     assert faces[0].detection_confidence == real.confidence and _box_close(faces[0].box, real.box, 2)
+
+
+def test_the_analyzer_needs_only_detect_all_and_a_limit_and_applies_the_limit_itself(untrained_model, astronaut,
+                                                                                     astronaut_face):
+    from model.face_detect import Detection
+
+    x, y, w, h = astronaut_face.box
+    landmarks = dict(astronaut_face.landmarks)
+
+    class ThreeFaces:  # model.face_detect.PhotoDetector and nothing more (no detect())
+        max_faces = 2
+
+        def detect_all(self, photo):
+            return [Detection((x + 4.0 * k, y, w * (1 - 0.1 * k), h * (1 - 0.1 * k)), 0.99, landmarks)
+                    for k in range(3)]
+
+    analyzer = FaceAnalyzer(model=untrained_model, detector=ThreeFaces(), warm_up=False)
+    result = analyzer.analyze_photo(astronaut, largest=2)  # a crowd with largest=N is never refused
+    assert len(result.faces) == 2 and result.faces_found == 3 and result.limited
+    assert [f.box[2] for f in result.faces] == [w, round(w * 0.9)]  # the two largest
+    assert len(analyzer.analyze(astronaut, largest=5)) == 3
+    with pytest.raises(TooManyFacesError, match="found 3 faces; at most 2"):
+        analyzer.analyze(astronaut)  # without it, the detector's limit holds
 
 
 def _crowd(astronaut: np.ndarray, n: int = 25) -> np.ndarray:
