@@ -406,6 +406,7 @@ def test_a_25_face_photo_gives_its_largest_faces_when_asked(analyzer, astronaut)
         analyzer.analyze(crowd)  # without the option the API still refuses a crowd
     result = analyzer.analyze_photo(crowd, largest=settings.MAX_FACES)
     assert len(result.faces) == settings.MAX_FACES and result.faces_found == 25 and result.limited
+    assert result.notes == [f"showing {settings.MAX_FACES} of 25 faces, the {settings.MAX_FACES} largest"]
     areas = sorted((d.box[2] * d.box[3] for d in everyone), reverse=True)
     kept = [f.box[2] * f.box[3] for f in result.faces]
     assert min(kept) >= areas[settings.MAX_FACES] * 0.95  # the dropped five are the smallest

@@ -226,7 +226,7 @@ def test_a_crowd_shows_the_largest_faces_and_says_how_many_were_found(tmp_path, 
     (entry,) = json.loads(capsys.readouterr().out)
     assert entry["error"] is None and len(entry["faces"]) == 20 and entry["faces_found"] == 25
     assert predict.main([str(photo)], analyzer=fake) == 0  # the default limit is settings.MAX_FACES
-    assert "note: showing 20 of 25 faces (the 20 largest)" in capsys.readouterr().out
+    assert "note: showing 20 of 25 faces, the 20 largest" in capsys.readouterr().out
 
 
 def test_a_multi_frame_file_says_which_frame_was_analysed(tmp_path, capsys):
@@ -240,5 +240,5 @@ def test_a_multi_frame_file_says_which_frame_was_analysed(tmp_path, capsys):
                                append_images=[Image.fromarray(flat), Image.fromarray(darker)])
     assert predict.main([str(tmp_path / "late.gif"), str(tmp_path / "early.gif")], analyzer=FakeAnalyzer()) == 0
     out = capsys.readouterr().out
-    assert "late.gif" in out and "no face found in frame 1 (the file has 2 frames; only frame 1 was analysed)" in out
-    assert "note: the file has 3 frames; frame 1 was analysed" in out
+    assert "late.gif" in out and "no face found (the file has 2 frames; only frame 1 was analysed)" in out
+    assert "note: the file has 3 frames; only frame 1 was analysed" in out

@@ -121,12 +121,9 @@ def photo_result(analysis: photos.PhotoAnalysis, analyzer) -> None:
 
 
 def photo_caption(analysis: photos.PhotoAnalysis) -> str:
+    """Name and face count; faces left out and frames are the notes' (shown once, above)."""
     n = len(analysis.faces)
-    if analysis.faces_found > n:
-        text = f"{analysis.name}: showing {n} of {analysis.faces_found} faces (the largest)"
-    else:
-        text = f"{analysis.name}: {n} face{'s' if n != 1 else ''} found"
-    return text + (f" in frame 1 of {analysis.frames}" if analysis.frames > 1 else "")
+    return f"{analysis.name}: {n} face{'s' if n != 1 else ''}"
 
 
 def face_card(analysis: photos.PhotoAnalysis, face, analyzer) -> None:
