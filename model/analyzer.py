@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,20 @@ import numpy as np
 from model import settings
 from model.align import align_face
 from model.card import read_card
-from model.face_detect import FaceDetector, TooManyFacesError, largest_faces
-from model.heatmap_draw import OVERLAY_ALPHA, face_explanation
+from model.face_detect import FaceDetector, PhotoDetector, TooManyFacesError, check_face_count, largest_faces
+from model.heatmap_draw import OVERLAY_ALPHA, face_explanations, reblend
 from model.image_io import ImageError, ImageSource, load_image, read_image
 from model.labels import ETHNICITIES, GENDERS, age_group, check_head
+from model.lru import LRUCache
 from model.postprocess import ethnicity_names, gender_names
 from model.results import DEFAULT_CAM_METHOD, Detection, Explanation, FaceResult, PhotoResult
 
 __all__ = ["FaceAnalyzer", "FaceResult", "ImageError", "PhotoResult", "TooManyFacesError", "card_flip_tta"]
+
+#: Explanations an analyzer keeps, one per (face, head, target, method) of one photo. Each holds a
+#: photo-sized heat map and overlay (about 7 bytes a pixel: 84 MB for 12 megapixels), so few:
+#: the Explain page's three heads for a few targets or methods. Opacity is not in the key.
+EXPLAIN_CACHE_SIZE: int = 12
 
 
 def card_flip_tta(model_path: Path | None, default: bool = True) -> bool:
@@ -66,7 +73,8 @@ class FaceAnalyzer:
 
     ``model_path`` defaults to ``settings.model_path()`` (``FACELENS_MODEL`` or the
     shipped model); ``model`` injects a loaded Keras model instead; ``detector`` a
-    :class:`FaceDetector` (or anything with ``detect(photo) -> list[Detection]``).
+    :class:`FaceDetector` (or any :class:`~model.face_detect.PhotoDetector`: ``detect_all``
+    and ``max_faces``).
     ``flip_tta`` defaults to the model card's choice, else True.
     """
 
@@ -75,7 +83,7 @@ class FaceAnalyzer:
         model_path: str | Path | None = None,
         *,
         model=None,
-        detector=None,
+        detector: PhotoDetector | None = None,
         flip_tta: bool | None = None,
         warm_up: bool = True,
     ):
@@ -97,7 +105,7 @@ class FaceAnalyzer:
         # The read-out corrections stored beside the model file (identity for an injected model).
         self.predictor = Predictor(model, flip_tta=bool(flip_tta), calibration=load_for_model(self.model_path))
         self.input_size = self.predictor.input_size
-        self.detector = detector if detector is not None else FaceDetector()
+        self.detector: PhotoDetector = detector if detector is not None else FaceDetector()
         #: Seconds per stage of the latest :meth:`analyze` call (decode, detect, align, model, total).
         self.last_timings: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -106,8 +114,10 @@ class FaceAnalyzer:
         # at once, and last_timings must belong to the call that wrote it.
         self._analyze_lock = threading.Lock()
         self._explainer = None
+        # Explanations of one photo at a time (fingerprint below): (face, head, target,
+        # method) -> (alpha, Explanation). Bounded: each holds two photo-sized arrays.
         self._explain_photo: str | None = None
-        self._explain_cache: dict[tuple, Any] = {}
+        self._explain_cache = LRUCache(EXPLAIN_CACHE_SIZE)
         if warm_up:
             self.warm_up()
 
@@ -154,13 +164,11 @@ class FaceAnalyzer:
         decode = time.perf_counter() - t0
         with self._analyze_lock:
             t1 = time.perf_counter()  # waiting for another photo counts in no stage
-            detect_all = getattr(self.detector, "detect_all", None)
-            if largest is None or not callable(detect_all):
-                detections: list[Detection] = self.detector.detect(photo)
-            else:
-                detections = detect_all(photo)
+            detections: list[Detection] = self.detector.detect_all(photo)
             found = len(detections)
-            if largest is not None:
+            if largest is None:
+                check_face_count(detections, self.detector.max_faces)
+            else:
                 detections = largest_faces(detections, int(largest))
             t2 = time.perf_counter()
             pairs = []
@@ -227,32 +235,72 @@ class FaceAnalyzer:
         image: ImageSource,
         face: FaceResult,
         head: str,
-        target: int | None = None,
+        target: int | str | None = None,
         method: str = DEFAULT_CAM_METHOD,
         alpha: float = OVERLAY_ALPHA,
     ) -> Explanation:
         """Grad-CAM (or another of results.CAM_METHODS) for one head of one face.
 
-        Results are cached per (face, head, target, method, alpha) while the same
-        photo is being explained; a new photo clears the cache (memory only).
+        One head of :meth:`explain_heads`; to explain several heads, ask for them together.
         """
-        check_head(head)
-        from model.gradcam import GradCamExplainer
+        return self.explain_heads(image, face, [(head, target)], method=method, alpha=alpha)[head]
 
+    def explain_heads(
+        self,
+        image: ImageSource,
+        face: FaceResult,
+        requests: Sequence[tuple[str, int | str | None]],
+        method: str = DEFAULT_CAM_METHOD,
+        alpha: float = OVERLAY_ALPHA,
+    ) -> dict[str, Explanation]:
+        """Explanations of several heads of one face: {head: Explanation} in request order.
+
+        ``requests`` holds (head, target) pairs, each head at most once (None = the
+        predicted class). The photo is fingerprinted once; explanations cached for it
+        are reused (at another ``alpha`` only the overlay is blended again) and all
+        the missing heads are computed in one batched Grad-CAM call, which shares the
+        backbone pass. The cache holds one photo's latest ``EXPLAIN_CACHE_SIZE`` (face,
+        head, target, method) explanations; a new photo clears it (memory only).
+        """
+        heads = [head for head, _ in requests]
+        for head in heads:
+            check_head(head)
+        if len(set(heads)) != len(heads):
+            raise ValueError(f"each head may be asked for once per call, got {heads}")
         photo = self.load_photo(image)
         fingerprint = hashlib.blake2b(photo.tobytes(), digest_size=16).hexdigest() + str(photo.shape)
-        key = (face.index, tuple(face.box), head, target, method, float(alpha))
+        keys = {head: (face.index, tuple(face.box), head, target, method) for head, target in requests}
+        out: dict[str, Explanation] = {}
         with self._lock:
             if self._explain_photo != fingerprint:
                 self._explain_photo = fingerprint
-                self._explain_cache = {}
-            cached = self._explain_cache.get(key)
-            if cached is not None:
-                return cached
-            if self._explainer is None:
-                self._explainer = GradCamExplainer(self.model)
-            explanation = face_explanation(
-                self._explainer, photo, face, head, target=target, method=method, alpha=alpha
-            )
-            self._explain_cache[key] = explanation
-            return explanation
+                self._explain_cache.clear()
+            missing: dict[str, int | str | None] = {}
+            for head, target in requests:
+                cached = self._explain_cache.get(keys[head])
+                if cached is None:
+                    missing[head] = target
+                    continue
+                cached_alpha, explanation = cached
+                if cached_alpha != float(alpha):
+                    explanation = reblend(explanation, photo, face, alpha)
+                    self._explain_cache.put(keys[head], (float(alpha), explanation))
+                out[head] = explanation
+            if missing:
+                if self._explainer is None:
+                    from model.gradcam import GradCamExplainer
+
+                    self._explainer = GradCamExplainer(self.model)
+                fresh = face_explanations(self._explainer, photo, face, tuple(missing), missing,
+                                          method=method, alpha=alpha)
+                for head, explanation in fresh.items():
+                    self._explain_cache.put(keys[head], (float(alpha), explanation))
+                    out[head] = explanation
+        return {head: out[head] for head in heads}
+
+    def clear_explain_cache(self) -> None:
+        """Forget cached explanations and heat maps (benchmarks and tests start cold)."""
+        with self._lock:
+            self._explain_cache.clear()
+            if self._explainer is not None:
+                self._explainer.clear_cache()

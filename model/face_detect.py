@@ -9,6 +9,8 @@ Parsing and filtering are pure functions, tested without the network.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
 from model.align import LANDMARK_NAMES
@@ -29,6 +31,23 @@ class TooManyFacesError(ValueError):
         super().__init__(
             f"found {count} faces; at most {limit} are analysed per photo — crop the photo to fewer people"
         )
+
+
+class PhotoDetector(Protocol):
+    """What ``FaceAnalyzer`` needs of a detector (:class:`FaceDetector` has it): every face,
+    and the limit above which a photo without ``largest=N`` is refused. The analyzer
+    applies the limit itself, so asking for the largest faces of a crowd never raises."""
+
+    max_faces: int
+
+    def detect_all(self, photo: np.ndarray) -> list[Detection]: ...
+
+
+def check_face_count(detections: list[Detection], max_faces: int) -> list[Detection]:
+    """``detections`` as they are, or :class:`TooManyFacesError` when there are more than ``max_faces``."""
+    if len(detections) > max_faces:
+        raise TooManyFacesError(len(detections), max_faces)
+    return detections
 
 
 def parse_mtcnn_rows(rows: np.ndarray, scale: float = 1.0) -> list[Detection]:
@@ -88,10 +107,7 @@ class FaceDetector:
 
         Raises :class:`TooManyFacesError` above ``max_faces``.
         """
-        faces = self.detect_all(photo)
-        if len(faces) > self.max_faces:
-            raise TooManyFacesError(len(faces), self.max_faces)
-        return faces
+        return check_face_count(self.detect_all(photo), self.max_faces)
 
     def detect_all(self, photo: np.ndarray) -> list[Detection]:
         """Like :meth:`detect` with no face limit (a crowd gives every face it holds)."""

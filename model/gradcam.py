@@ -28,9 +28,7 @@ using the same model object). ``python -m model.bench --gradcam`` times it.
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import cv2
@@ -44,6 +42,7 @@ from tf_keras_vis.utils.scores import InactiveScore
 
 from model.architecture import LAST_CONV_LAYER
 from model.labels import HEAD_NAMES, check_head
+from model.lru import LRUCache
 from model.results import CAM_METHODS, DEFAULT_CAM_METHOD
 
 # --- configuration ---------------------------------------------------------------------------
@@ -62,45 +61,6 @@ HEATMAP_CACHE_SIZE: int = 256
 ACTIVATION_CACHE_SIZE: int = 16
 
 ScoreTable = dict[str, Callable[[tf.Tensor, tf.Tensor], tf.Tensor]]
-
-
-class LRUCache:
-    """A small thread-safe least-recently-used cache (Streamlit serves sessions from threads)."""
-
-    def __init__(self, maxsize: int):
-        if maxsize < 1:
-            raise ValueError(f"maxsize must be >= 1, got {maxsize}")
-        self.maxsize = maxsize
-        self._data: OrderedDict[Hashable, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable) -> Any | None:
-        with self._lock:
-            if key not in self._data:
-                return None
-            self._data.move_to_end(key)
-            return self._data[key]
-
-    def put(self, key: Hashable, value: Any) -> None:
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
-
-    def get_or_compute(self, key: Hashable, compute: Callable[[], Any]) -> Any:
-        value = self.get(key)
-        if value is None:
-            value = compute()
-            self.put(key, value)
-        return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-
-    def __len__(self) -> int:
-        return len(self._data)
 
 
 # --- scores: one function per head, dispatched by tables (tf ops on (B, C) tensors) -----------

@@ -7,6 +7,7 @@ which holds the network), so the drawing is tested on tiny arrays.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -185,6 +186,14 @@ def face_explanation(
     """One head's explanation of one face (what ``FaceAnalyzer.explain`` returns)."""
     check_head(head)
     return face_explanations(explainer, photo, face, (head,), {head: target}, method, alpha)[head]
+
+
+def reblend(explanation: Explanation, photo: np.ndarray, face: FaceLike, alpha: float) -> Explanation:
+    """``explanation`` at another opacity: only the blend is redone, so an opacity slider
+    never recomputes Grad-CAM or the warp. Equal to :func:`face_explanations` at ``alpha``."""
+    photo = _check_photo(photo)
+    region = face_region_mask(face.crop_affine, photo.shape, explanation.crop_heatmap.shape[0])
+    return dataclasses.replace(explanation, overlay=overlay(photo, explanation.photo_heatmap, alpha, region))
 
 
 def explanation_paths(directory: str | Path, stem: str, face_index: int, head: str) -> tuple[Path, Path]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from model.image_io import IMAGE_SUFFIXES
+from model.results import photo_notes
 from model.settings import MAX_FACES
 
 #: Exit statuses (documented in the README).
@@ -93,9 +94,10 @@ def write_gradcam(analyzer, photo, faces: list, stem: str, out_dir: Path) -> lis
     from model.labels import HEAD_NAMES
 
     written = []
-    for face in faces:
-        for head in HEAD_NAMES:
-            written += save_explanation(analyzer.explain(photo, face, head), out_dir, stem, face.index)
+    for face in faces:  # the three heads of a face in one batched Grad-CAM call
+        explanations = analyzer.explain_heads(photo, face, [(head, None) for head in HEAD_NAMES])
+        for explanation in explanations.values():
+            written += save_explanation(explanation, out_dir, stem, face.index)
     return written
 
 
@@ -157,9 +159,7 @@ def format_table(entries: list[dict[str, Any]]) -> str:
             lines.append(f"{name:32s} error: {entry['error']}")
             continue
         if not entry["faces"]:
-            frames = entry.get("frames", 1)
-            lines.append(f"{name:32s} no face found" + (
-                f" in frame 1 (the file has {frames} frames; only frame 1 was analysed)" if frames > 1 else ""))
+            lines.append(f"{name:32s} no face found" + "".join(f" ({note})" for note in entry_notes(entry)))
             continue
         for i, face in enumerate(entry["faces"]):
             box = ",".join(str(v) for v in face["box"])
@@ -178,13 +178,7 @@ def format_table(entries: list[dict[str, Any]]) -> str:
 
 def entry_notes(entry: dict[str, Any]) -> list[str]:
     """What a reader should know about an analysed image: faces left out, frames not looked at."""
-    notes = []
-    shown, found = len(entry["faces"]), entry.get("faces_found", 0)
-    if shown and found > shown:
-        notes.append(f"showing {shown} of {found} faces (the {shown} largest)")
-    if shown and entry.get("frames", 1) > 1:
-        notes.append(f"the file has {entry['frames']} frames; frame 1 was analysed")
-    return notes
+    return photo_notes(len(entry["faces"]), entry.get("faces_found", 0), entry.get("frames", 1))
 
 
 def build_parser() -> argparse.ArgumentParser:

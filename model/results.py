@@ -122,6 +122,11 @@ class PhotoResult:
         """True when some faces were found but not analysed (only the largest were)."""
         return self.faces_found > len(self.faces)
 
+    @property
+    def notes(self) -> list[str]:
+        """What a reader should know about this photo's results (see :func:`photo_notes`)."""
+        return photo_notes(len(self.faces), self.faces_found, self.frames)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "faces": [face.to_dict() for face in self.faces],
@@ -129,3 +134,16 @@ class PhotoResult:
             "frames": int(self.frames),
             "frame": int(self.frame),
         }
+
+
+def photo_notes(shown: int, found: int, frames: int) -> list[str]:
+    """What a reader of an analysed photo should know: faces left out (only the largest
+    ``shown`` of ``found`` were analysed) and frames not looked at (only the first of
+    ``frames``). The one wording that the app, the command line and :class:`PhotoResult` show.
+    """
+    notes = []
+    if found > shown:
+        notes.append(f"showing {shown} of {found} faces, the {shown} largest")
+    if frames > 1:
+        notes.append(f"the file has {frames} frames; only frame 1 was analysed")
+    return notes

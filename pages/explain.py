@@ -1,7 +1,5 @@
 """Explain: Grad-CAM heat maps of the three heads side by side for one face."""
 
-import functools
-
 import streamlit as st
 
 from model.heatmap_draw import OVERLAY_ALPHA
@@ -44,17 +42,16 @@ with summary:
     widgets.prediction_summary(face)
     st.caption("Each map explains one head. Pick a target class to ask \"what looks like this class?\" "
                "instead of explaining the prediction. Change the method and opacity in the sidebar.")
-for head, column in zip(HEAD_NAMES, st.columns(len(HEAD_NAMES))):
-    with column, st.container(border=True):
+boxes = {head: column.container(border=True) for head, column in zip(HEAD_NAMES, st.columns(len(HEAD_NAMES)))}
+targets = {}
+for head, box in boxes.items():
+    with box:
         st.subheader(widgets.HEAD_TITLES[head])
-        target = st.selectbox("Target class", widgets.target_options(head), key=f"explain_target_{head}",
-                              format_func=lambda t, h=head: widgets.target_label(h, t, face),
-                              disabled=head == "age")
-        explanation = widgets.explanation_or_none(analyzer, photo, face, head, target=target, method=method, alpha=alpha)
-        if explanation is None:
-            continue
-        st.image(photos.crop_box(explanation.overlay, face.box), width="stretch",
-                 caption=f"{widgets.method_label(explanation.method)} for: {explanation.target_name}")
-        st.download_button("Download overlay (PNG)", functools.partial(photos.png_bytes, explanation.overlay),
-                           f"facelens_{head}_{explanation.method}_face{face.index + 1}.png", "image/png",
-                           key=f"explain_download_{head}", icon=":material/download:")
+        targets[head] = st.selectbox("Target class", widgets.target_options(head), key=f"explain_target_{head}",
+                                     format_func=lambda t, h=head: widgets.target_label(h, t, face),
+                                     disabled=head == "age")
+# All three maps in one batched call: one spinner, and one message if it fails.
+explanations = widgets.explanations_or_none(analyzer, photo, face, list(targets.items()), method=method, alpha=alpha)
+for head, explanation in (explanations or {}).items():
+    with boxes[head]:
+        widgets.explanation_view(explanation, face)

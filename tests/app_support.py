@@ -51,7 +51,8 @@ class FakeAnalyzer:
     def __init__(self, faces: int = 1, unfamiliar: bool = False):
         self.faces = faces
         self.unfamiliar = unfamiliar  # every face far from the training data (unfamiliarity 2.5)
-        self.explain_calls: list[tuple] = []
+        self.explain_calls: list[tuple] = []  # (face index, head, target, method, alpha) per heat map
+        self.explain_batches: list[tuple[str, ...]] = []  # the heads of each explain_heads call
 
     def load_photo(self, image) -> np.ndarray:
         from model.image_io import load_image
@@ -107,10 +108,18 @@ class FakeAnalyzer:
         return results
 
     def explain(self, image, face, head, target=None, method=DEFAULT_CAM_METHOD, alpha=OVERLAY_ALPHA):
+        return self.explain_heads(image, face, [(head, target)], method=method, alpha=alpha)[head]
+
+    def explain_heads(self, image, face, requests, method=DEFAULT_CAM_METHOD, alpha=OVERLAY_ALPHA) -> dict:
+        """Like the real analyzer: one call (``explain_batches``) for several heads of a face."""
+        self.explain_batches.append(tuple(head for head, _ in requests))
+        photo = self.load_photo(image)
+        return {head: self._explanation(photo, face, head, target, method, alpha) for head, target in requests}
+
+    def _explanation(self, photo, face, head, target, method, alpha):
         from model.results import Explanation
 
         self.explain_calls.append((face.index, head, target, method, alpha))
-        photo = self.load_photo(image)
         h, w = photo.shape[:2]
         x, y, bw, bh = face.box
         yy, xx = np.mgrid[0:h, 0:w]

@@ -16,9 +16,17 @@ import pytest
 from PIL import Image
 
 from model import settings
-from model.analyzer import FaceAnalyzer, FaceResult, ImageError, TooManyFacesError, card_flip_tta
+from model.analyzer import (
+    EXPLAIN_CACHE_SIZE,
+    FaceAnalyzer,
+    FaceResult,
+    ImageError,
+    TooManyFacesError,
+    card_flip_tta,
+)
 from model.face_detect import FaceDetector
 from model.labels import AGE_GROUP_NAMES, ETHNICITIES, GENDERS
+from model.lru import LRUCache
 
 pytestmark = pytest.mark.slow  # MTCNN and a model of the shipped architecture
 
@@ -209,24 +217,92 @@ def test_explain_delegates_to_gradcam_and_caches_per_photo(analyzer, astronaut, 
         def __init__(self, m):
             self.model = m
 
-    def explain_face(explainer, photo, face, head, target=None, method="gradcam", alpha=0.45):
-        calls.append((photo.shape, face.index, head, target, method, alpha))
-        return ("explanation", head, len(calls))
+    def explain_faces(explainer, photo, face, heads, targets, method="gradcam", alpha=0.45):
+        calls.append((photo.shape, face.index, tuple(heads), dict(targets), method, alpha))
+        return {head: ("explanation", head, len(calls)) for head in heads}
 
     fake.GradCamExplainer = FakeExplainer
-    monkeypatch.setattr(analyzer_module, "face_explanation", explain_face)
+    monkeypatch.setattr(analyzer_module, "face_explanations", explain_faces)
     monkeypatch.setitem(sys.modules, "model.gradcam", fake)
     monkeypatch.setattr(model, "gradcam", fake, raising=False)
     monkeypatch.setattr(analyzer, "_explainer", None)
+    monkeypatch.setattr(analyzer, "_explain_cache", LRUCache(EXPLAIN_CACHE_SIZE))
 
     first = analyzer.explain(astronaut, astronaut_face, "gender")
     assert analyzer.explain(astronaut.copy(), astronaut_face, "gender") is first  # same photo: cached
-    analyzer.explain(astronaut, astronaut_face, "age")
+    both = analyzer.explain_heads(astronaut, astronaut_face, [("ethnicity", 2), ("gender", None)])
+    assert list(both) == ["ethnicity", "gender"] and both["gender"] is first  # only the missing head is computed
     analyzer.explain(astronaut[::-1].copy(), astronaut_face, "gender")  # another photo: recomputed
-    assert [c[2] for c in calls] == ["gender", "age", "gender"]
+    assert [c[2:4] for c in calls] == [(("gender",), {"gender": None}), (("ethnicity",), {"ethnicity": 2}),
+                                       (("gender",), {"gender": None})]
     assert calls[0][0] == astronaut.shape
     with pytest.raises(ValueError, match="head"):
         analyzer.explain(astronaut, astronaut_face, "mood")
+    with pytest.raises(ValueError, match="once"):
+        analyzer.explain_heads(astronaut, astronaut_face, [("gender", 0), ("gender", 1)])
+
+
+def _counting_explanations(monkeypatch) -> list[tuple[str, ...]]:
+    """Record the heads of every batched Grad-CAM call the analyzer makes."""
+    from model import analyzer as analyzer_module
+
+    calls: list[tuple[str, ...]] = []
+    real = analyzer_module.face_explanations
+
+    def counting(explainer, photo, face, heads, *args, **kwargs):
+        calls.append(tuple(heads))
+        return real(explainer, photo, face, heads, *args, **kwargs)
+
+    monkeypatch.setattr(analyzer_module, "face_explanations", counting)
+    return calls
+
+
+def test_explain_heads_equals_one_head_at_a_time_in_one_batched_call(analyzer, astronaut, astronaut_face,
+                                                                     monkeypatch):
+    calls = _counting_explanations(monkeypatch)
+    requests = [("age", None), ("gender", None), ("ethnicity", 2)]
+    analyzer.clear_explain_cache()
+    together = analyzer.explain_heads(astronaut, astronaut_face, requests, method="gradcam++", alpha=0.6)
+    assert calls == [("age", "gender", "ethnicity")] and list(together) == ["age", "gender", "ethnicity"]
+    again = analyzer.explain_heads(astronaut.copy(), astronaut_face, requests, method="gradcam++", alpha=0.6)
+    assert len(calls) == 1 and all(again[head] is together[head] for head in again)  # cached
+
+    analyzer.clear_explain_cache()  # the explainer's maps too: each head is computed again, alone
+    alone = {head: analyzer.explain(astronaut, astronaut_face, head, target, method="gradcam++", alpha=0.6)
+             for head, target in requests}
+    assert calls[1:] == [("age",), ("gender",), ("ethnicity",)]
+    for head, expl in together.items():
+        single = alone[head]
+        assert (expl.head, expl.target, expl.target_name, expl.method) == \
+            (single.head, single.target, single.target_name, single.method)
+        # Batched and single gradients differ only in float summation order (~1e-7), which can
+        # tip a pixel's heat over a colour-map step: a few grey levels at a handful of pixels.
+        np.testing.assert_allclose(expl.crop_heatmap, single.crop_heatmap, atol=1e-5)
+        np.testing.assert_allclose(expl.photo_heatmap, single.photo_heatmap, atol=1e-5)
+        differ = np.abs(expl.overlay.astype(int) - single.overlay)
+        assert differ.max() <= 4 and (differ > 0).mean() < 1e-4
+    assert together["ethnicity"].target == 2
+
+
+def test_opacity_reblends_without_grad_cam_and_the_cache_stays_bounded(analyzer, astronaut, astronaut_face,
+                                                                        monkeypatch):
+    from model.labels import HEAD_CLASSES
+
+    calls = _counting_explanations(monkeypatch)
+    analyzer.clear_explain_cache()
+    for alpha in np.linspace(0.0, 1.0, 21):  # an opacity slider dragged end to end
+        dragged = analyzer.explain(astronaut, astronaut_face, "gender", alpha=float(alpha))
+    assert calls == [("gender",)] and len(analyzer._explain_cache) == 1
+    analyzer.clear_explain_cache()
+    fresh = analyzer.explain(astronaut, astronaut_face, "gender", alpha=1.0)
+    np.testing.assert_array_equal(dragged.photo_heatmap, fresh.photo_heatmap)
+    np.testing.assert_array_equal(dragged.overlay, fresh.overlay)  # re-blended = computed at 1.0
+
+    for method in ("gradcam", "gradcam++"):  # 2 x (1 + 2 + 5) = 16 explanations
+        for head in ("age", "gender", "ethnicity"):
+            for target in range(max(1, len(HEAD_CLASSES.get(head, ())))):
+                analyzer.explain(astronaut, astronaut_face, head, target=target, method=method)
+    assert len(analyzer._explain_cache) == EXPLAIN_CACHE_SIZE < 16
 
 
 @needs_trained_model
@@ -273,12 +349,37 @@ def test_degenerate_landmarks_are_dropped_not_raised(untrained_model, astronaut)
     broken = Detection((10.0, 10.0, 60.0, 60.0), 0.99, {k: point for k in real.landmarks})
 
     class FixedDetector:
-        def detect(self, photo):
+        max_faces = settings.MAX_FACES
+
+        def detect_all(self, photo):
             return [broken, real]
 
     faces = FaceAnalyzer(model=untrained_model, detector=FixedDetector(), warm_up=False).analyze(astronaut)
     assert len(faces) == 1 and faces[0].index == 0
     assert faces[0].detection_confidence == real.confidence and _box_close(faces[0].box, real.box, 2)
+
+
+def test_the_analyzer_needs_only_detect_all_and_a_limit_and_applies_the_limit_itself(untrained_model, astronaut,
+                                                                                     astronaut_face):
+    from model.face_detect import Detection
+
+    x, y, w, h = astronaut_face.box
+    landmarks = dict(astronaut_face.landmarks)
+
+    class ThreeFaces:  # model.face_detect.PhotoDetector and nothing more (no detect())
+        max_faces = 2
+
+        def detect_all(self, photo):
+            return [Detection((x + 4.0 * k, y, w * (1 - 0.1 * k), h * (1 - 0.1 * k)), 0.99, landmarks)
+                    for k in range(3)]
+
+    analyzer = FaceAnalyzer(model=untrained_model, detector=ThreeFaces(), warm_up=False)
+    result = analyzer.analyze_photo(astronaut, largest=2)  # a crowd with largest=N is never refused
+    assert len(result.faces) == 2 and result.faces_found == 3 and result.limited
+    assert [f.box[2] for f in result.faces] == [w, round(w * 0.9)]  # the two largest
+    assert len(analyzer.analyze(astronaut, largest=5)) == 3
+    with pytest.raises(TooManyFacesError, match="found 3 faces; at most 2"):
+        analyzer.analyze(astronaut)  # without it, the detector's limit holds
 
 
 def _crowd(astronaut: np.ndarray, n: int = 25) -> np.ndarray:
@@ -305,6 +406,7 @@ def test_a_25_face_photo_gives_its_largest_faces_when_asked(analyzer, astronaut)
         analyzer.analyze(crowd)  # without the option the API still refuses a crowd
     result = analyzer.analyze_photo(crowd, largest=settings.MAX_FACES)
     assert len(result.faces) == settings.MAX_FACES and result.faces_found == 25 and result.limited
+    assert result.notes == [f"showing {settings.MAX_FACES} of 25 faces, the {settings.MAX_FACES} largest"]
     areas = sorted((d.box[2] * d.box[3] for d in everyone), reverse=True)
     kept = [f.box[2] * f.box[3] for f in result.faces]
     assert min(kept) >= areas[settings.MAX_FACES] * 0.95  # the dropped five are the smallest

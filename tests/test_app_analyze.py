@@ -58,7 +58,7 @@ def test_sample_photo_gives_a_face_card(fake):
     captions = " ".join(_texts(at.caption))
     assert "80% interval 15-26 years" in captions and "age group 20-29" in captions
     assert "Detection confidence 99.0%" in captions
-    assert "sample_astronaut.png: 1 face found" in at.get("image")[0].captions
+    assert "sample_astronaut.png: 1 face" in at.get("image")[0].captions
     (bars,) = [m.value for m in at.markdown if "facelens-ethnicity" in m.value]
     assert [label in bars for label in ("White", "Black", "Asian", "Indian", "Other")] == [True] * 5
     assert "width:80.0%" in bars  # the fake's first face: 80% white
@@ -136,9 +136,10 @@ def test_a_crowd_shows_its_largest_faces_and_says_how_many_there_are(fake):
     fake.faces = 25
     at = _upload(_app(), ("crowd.png", portrait_bytes(), "image/png"))
     assert not at.warning and not at.error
-    assert _texts(at.info) == [f"crowd.png: showing {settings.MAX_FACES} of 25 faces, the {settings.MAX_FACES} "
-                               f"largest (at most {settings.MAX_FACES} are analysed per photo)."]
-    assert f"crowd.png: showing {settings.MAX_FACES} of 25 faces (the largest)" in at.get("image")[0].captions
+    note = f"showing {settings.MAX_FACES} of 25 faces, the {settings.MAX_FACES} largest"
+    assert _texts(at.info) == [f"crowd.png: {note}."]
+    assert at.get("image")[0].captions == [f"crowd.png: {settings.MAX_FACES} faces"]  # said once, in the note
+    assert not any("of 25" in t for t in _texts(at.caption) + _texts(at.markdown))
     assert [m.label for m in at.metric].count("Estimated age") == settings.MAX_FACES
     fake.faces = 1
     at = _upload(at, ("crowd.png", portrait_bytes(), "image/png"), ("ok.png", portrait_bytes("BMP"), "image/bmp"))
@@ -156,11 +157,11 @@ def test_a_gif_says_which_frame_was_analysed(fake):
     face.save(early, format="GIF", save_all=True, append_images=[flat])
     at = _upload(_app(), ("late.gif", late.getvalue(), "image/gif"))
     assert _texts(at.warning) == [
-        "No face found in frame 1 of late.gif (the file has 2 frames and only frame 1 was analysed). Faces should "
+        "No face found in late.gif (the file has 2 frames; only frame 1 was analysed). Faces should "
         f"be at least {settings.MIN_FACE_SIZE} px wide, roughly frontal and well lit."]
     at = _upload(_app(), ("early.gif", early.getvalue(), "image/gif"))
-    assert _texts(at.info) == ["early.gif has 2 frames; frame 1 was analysed."]
-    assert "early.gif: 1 face found in frame 1 of 2" in at.get("image")[0].captions
+    assert _texts(at.info) == ["early.gif: the file has 2 frames; only frame 1 was analysed."]
+    assert at.get("image")[0].captions == ["early.gif: 1 face"]
 
 
 def test_camera_photo_is_analysed(fake):
@@ -168,7 +169,7 @@ def test_camera_photo_is_analysed(fake):
     at.toggle(key="analyze_camera_on").set_value(True).run()
     at.camera_input(key="analyze_camera").set_value(("shot.jpg", portrait_bytes("JPEG"), "image/jpeg")).run()
     assert not at.exception and not at.error
-    assert "camera.jpg: 1 face found" in at.get("image")[0].captions
+    assert "camera.jpg: 1 face" in at.get("image")[0].captions
 
 
 def test_missing_model_file_is_explained(monkeypatch, tmp_path):

@@ -39,6 +39,7 @@ def test_three_heads_side_by_side_with_downloads(fake):
     assert not at.exception and not at.error
     assert [s.value for s in at.subheader if s.value in ("Age", "Gender", "Ethnicity")] == ["Age", "Gender", "Ethnicity"]
     assert sorted(call[1] for call in fake.explain_calls) == ["age", "ethnicity", "gender"]
+    assert fake.explain_batches == [("age", "gender", "ethnicity")]  # the three maps in one call
     downloads = [b for b in at.get("download_button") if b.proto.label == "Download overlay (PNG)"]
     assert len(downloads) == 3
     assert at.selectbox(key="explain_target_age").disabled
@@ -66,10 +67,12 @@ def test_a_failing_heat_map_is_reported_not_raised(fake, monkeypatch):
 
     at = _explain_page()
     at.button(key="explain_sample").click().run()
-    monkeypatch.setattr(fake, "explain", broken)
+    monkeypatch.setattr(fake, "explain_heads", broken)
     at.slider(key="explain_alpha").set_value(0.3).run()
     assert not at.exception
-    assert len(at.error) == 3 and "no gradients" in at.error[0].value
+    assert len(at.error) == 1 and "no gradients" in at.error[0].value  # one message for the three maps
+    assert [s.value for s in at.subheader if s.value in ("Age", "Gender", "Ethnicity")] == ["Age", "Gender", "Ethnicity"]
+    assert not [b for b in at.get("download_button") if b.proto.label == "Download overlay (PNG)"]
 
 
 def test_photos_analysed_on_the_analyze_page_are_offered(fake):

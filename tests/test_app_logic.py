@@ -29,7 +29,7 @@ def test_analyze_bytes_outcomes():
     crowd = photos.analyze_bytes(fake, "e.png", portrait_bytes())  # not refused: the largest faces are shown
     assert crowd.ok and len(crowd.faces) == settings.MAX_FACES and crowd.faces_found == settings.MAX_FACES + 5
     assert crowd.notes == [f"e.png: showing {settings.MAX_FACES} of {settings.MAX_FACES + 5} faces, the "
-                           f"{settings.MAX_FACES} largest (at most {settings.MAX_FACES} are analysed per photo)."]
+                           f"{settings.MAX_FACES} largest."]
     assert ok.notes == []
 
 

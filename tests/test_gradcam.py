@@ -1,4 +1,4 @@
-"""Grad-CAM (model.gradcam): the LRU cache, the log-odds score, and heat maps of every head
+"""Grad-CAM (model.gradcam): the log-odds score, and heat maps of every head
 and method on untrained models (slow: TensorFlow)."""
 
 from __future__ import annotations
@@ -29,16 +29,6 @@ class FakeFace:
     crop_affine: np.ndarray
     gender: str | None = None
     ethnicity: str | None = None
-
-
-def test_lru_cache_evicts_the_least_recently_used():
-    cache = gradcam.LRUCache(2)
-    cache.put("a", 1)
-    cache.put("b", 2)
-    assert cache.get("a") == 1
-    cache.put("c", 3)
-    assert cache.get("b") is None and cache.get("a") == 1 and len(cache) == 2
-    assert cache.get_or_compute("d", lambda: 4) == 4 and cache.get("c") is None
 
 
 def test_log_odds_score_does_not_saturate():

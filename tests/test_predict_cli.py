@@ -14,8 +14,9 @@ import pytest
 from PIL import Image
 
 from model import predict
-from model.analyzer import FaceAnalyzer
+from model.analyzer import EXPLAIN_CACHE_SIZE, FaceAnalyzer
 from model.labels import ETHNICITIES
+from model.lru import LRUCache
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,18 +109,21 @@ def test_gradcam_dir_writes_overlay_and_heatmap_per_face_and_head(analyzer, phot
         def __init__(self, m):
             pass
 
-    def explain_face(explainer, photo, face, head, target=None, method="gradcam", alpha=0.45):
+    batches = []
+
+    def explain_faces(explainer, photo, face, heads, targets, method="gradcam", alpha=0.45):
+        batches.append(tuple(heads))
         heat = np.zeros(photo.shape[:2], np.float32)
         x, y, w, h = face.box
         heat[y : y + h, x : x + w] = 1.0
-        return types.SimpleNamespace(head=head, photo_heatmap=heat, overlay=photo.copy())
+        return {head: types.SimpleNamespace(head=head, photo_heatmap=heat, overlay=photo.copy()) for head in heads}
 
     fake.GradCamExplainer = FakeExplainer
-    monkeypatch.setattr(analyzer_module, "face_explanation", explain_face)
+    monkeypatch.setattr(analyzer_module, "face_explanations", explain_faces)
     monkeypatch.setitem(sys.modules, "model.gradcam", fake)
     monkeypatch.setattr(model, "gradcam", fake, raising=False)
     monkeypatch.setattr(analyzer, "_explainer", None)
-    monkeypatch.setattr(analyzer, "_explain_photo", None)
+    monkeypatch.setattr(analyzer, "_explain_cache", LRUCache(EXPLAIN_CACHE_SIZE))
 
     out_dir = tmp_path / "cams"
     assert predict.main(["--json", "--gradcam-dir", str(out_dir), str(photos["astronaut"])], analyzer=analyzer) == 0
@@ -127,6 +131,7 @@ def test_gradcam_dir_writes_overlay_and_heatmap_per_face_and_head(analyzer, phot
     names = sorted(p.name for p in out_dir.iterdir())
     expected = sorted(f"astronaut_face0_{h}.{ext}" for h in ("age", "gender", "ethnicity") for ext in ("png", "npy"))
     assert names == expected
+    assert batches == [("age", "gender", "ethnicity")]  # one batched Grad-CAM call for the face's three heads
     heat = np.load(out_dir / "astronaut_face0_age.npy")
     assert heat.shape == (512, 512) and heat.dtype == np.float32 and heat.max() == 1.0
     assert Image.open(out_dir / "astronaut_face0_gender.png").size == (512, 512)
@@ -175,7 +180,7 @@ def test_a_failing_gradcam_warns_and_keeps_the_results(analyzer, photos, tmp_pat
     def broken(*args, **kwargs):
         raise RuntimeError("no gradients")
 
-    monkeypatch.setattr(analyzer, "explain", broken)
+    monkeypatch.setattr(analyzer, "explain_heads", broken)
     code = predict.main(["--json", "--gradcam-dir", str(tmp_path / "cams"), str(photos["astronaut"])], analyzer=analyzer)
     captured = capsys.readouterr()
     assert code == 0
@@ -221,7 +226,7 @@ def test_a_crowd_shows_the_largest_faces_and_says_how_many_were_found(tmp_path, 
     (entry,) = json.loads(capsys.readouterr().out)
     assert entry["error"] is None and len(entry["faces"]) == 20 and entry["faces_found"] == 25
     assert predict.main([str(photo)], analyzer=fake) == 0  # the default limit is settings.MAX_FACES
-    assert "note: showing 20 of 25 faces (the 20 largest)" in capsys.readouterr().out
+    assert "note: showing 20 of 25 faces, the 20 largest" in capsys.readouterr().out
 
 
 def test_a_multi_frame_file_says_which_frame_was_analysed(tmp_path, capsys):
@@ -235,5 +240,5 @@ def test_a_multi_frame_file_says_which_frame_was_analysed(tmp_path, capsys):
                                append_images=[Image.fromarray(flat), Image.fromarray(darker)])
     assert predict.main([str(tmp_path / "late.gif"), str(tmp_path / "early.gif")], analyzer=FakeAnalyzer()) == 0
     out = capsys.readouterr().out
-    assert "late.gif" in out and "no face found in frame 1 (the file has 2 frames; only frame 1 was analysed)" in out
-    assert "note: the file has 3 frames; frame 1 was analysed" in out
+    assert "late.gif" in out and "no face found (the file has 2 frames; only frame 1 was analysed)" in out
+    assert "note: the file has 3 frames; only frame 1 was analysed" in out

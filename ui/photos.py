@@ -20,6 +20,7 @@ import pandas as pd
 
 from model import image_io, settings
 from model.labels import gender_headline
+from model.results import photo_notes
 
 #: File types the app reads (lower case, without the dot), and the same for people to read.
 UPLOAD_TYPES: tuple[str, ...] = image_io.IMAGE_FORMATS
@@ -82,13 +83,9 @@ class PhotoAnalysis:
     @property
     def notes(self) -> list[str]:
         """What the user should know about a photo that was analysed: faces left out, frames not looked at."""
-        out = []
-        if self.ok and self.faces_found > len(self.faces):
-            out.append(f"{self.name}: showing {len(self.faces)} of {self.faces_found} faces, the "
-                       f"{len(self.faces)} largest (at most {settings.MAX_FACES} are analysed per photo).")
-        if self.ok and self.frames > 1:
-            out.append(f"{self.name} has {self.frames} frames; frame 1 was analysed.")
-        return out
+        if not self.ok:
+            return []
+        return [f"{self.name}: {note}." for note in photo_notes(len(self.faces), self.faces_found, self.frames)]
 
 
 # --- photos -----------------------------------------------------------------------------------
@@ -128,8 +125,7 @@ def analyze_bytes(analyzer, name: str, data: bytes) -> PhotoAnalysis:
         status, message = _classify(exc, name)
         return PhotoAnalysis(name, digest, status, message)
     if not result.faces:
-        where = (f"frame 1 of {name} (the file has {result.frames} frames and only frame 1 was analysed)"
-                 if result.frames > 1 else name)
+        where = name + "".join(f" ({note})" for note in result.notes)
         return PhotoAnalysis(name, digest, "no_face", (
             f"No face found in {where}. Faces should be at least {settings.MIN_FACE_SIZE} px wide, "
             "roughly frontal and well lit."

@@ -8,6 +8,8 @@ through the analyzer object.
 
 from __future__ import annotations
 
+import functools
+
 import streamlit as st
 
 from model import settings
@@ -119,12 +121,9 @@ def photo_result(analysis: photos.PhotoAnalysis, analyzer) -> None:
 
 
 def photo_caption(analysis: photos.PhotoAnalysis) -> str:
+    """Name and face count; faces left out and frames are the notes' (shown once, above)."""
     n = len(analysis.faces)
-    if analysis.faces_found > n:
-        text = f"{analysis.name}: showing {n} of {analysis.faces_found} faces (the largest)"
-    else:
-        text = f"{analysis.name}: {n} face{'s' if n != 1 else ''} found"
-    return text + (f" in frame 1 of {analysis.frames}" if analysis.frames > 1 else "")
+    return f"{analysis.name}: {n} face{'s' if n != 1 else ''}"
 
 
 def face_card(analysis: photos.PhotoAnalysis, face, analyzer) -> None:
@@ -155,7 +154,8 @@ def face_card(analysis: photos.PhotoAnalysis, face, analyzer) -> None:
         if show_cam:
             head = st.segmented_control("Head", HEAD_NAMES, default="age", key=f"camhead_{key}",
                                         format_func=HEAD_TITLES.get, label_visibility="collapsed") or "age"
-        explanation = explanation_or_none(analyzer, analysis, face, head) if show_cam else None
+        explanations = explanations_or_none(analyzer, analysis, face, [(head, None)]) if show_cam else None
+        explanation = explanations[head] if explanations else None
         if explanation is not None:
             slot.image(photos.crop_box(explanation.overlay, face.box), width="stretch",
                        caption=f"Grad-CAM for {HEAD_TITLES[head].lower()}: {explanation.target_name}")
@@ -163,15 +163,26 @@ def face_card(analysis: photos.PhotoAnalysis, face, analyzer) -> None:
             slot.image(analysis.thumbs[face.index], width="stretch")
 
 
-def explanation_or_none(analyzer, analysis: photos.PhotoAnalysis, face, head: str, target: int | None = None,
-            method: str = DEFAULT_CAM_METHOD, alpha: float = OVERLAY_ALPHA):
-    """One heat map, or None after showing why it failed (the page keeps running)."""
+def explanations_or_none(analyzer, analysis: photos.PhotoAnalysis, face, requests: list[tuple[str, int | None]],
+                         method: str = DEFAULT_CAM_METHOD, alpha: float = OVERLAY_ALPHA) -> dict | None:
+    """{head: Explanation} of one face's requested (head, target) pairs, computed in one
+    batched call under one spinner; or None after one error message (the page keeps running)."""
+    heads = " and ".join(", ".join(head for head, _ in requests).rsplit(", ", 1))
     try:
-        with st.spinner(f"Computing {method_label(method)} for the {head} head..."):
-            return analyzer.explain(analysis.photo, face, head, target=target, method=method, alpha=alpha)
+        with st.spinner(f"Computing {method_label(method)} for the {heads} head{'s' if len(requests) > 1 else ''}..."):
+            return analyzer.explain_heads(analysis.photo, face, requests, method=method, alpha=alpha)
     except Exception as exc:
-        st.error(f"Could not compute the heat map ({type(exc).__name__}: {exc}).")
+        st.error(f"Could not compute the heat map{'s' if len(requests) > 1 else ''} ({type(exc).__name__}: {exc}).")
         return None
+
+
+def explanation_view(explanation, face) -> None:
+    """One head's overlay around the face, with its PNG download."""
+    st.image(photos.crop_box(explanation.overlay, face.box), width="stretch",
+             caption=f"{method_label(explanation.method)} for: {explanation.target_name}")
+    st.download_button("Download overlay (PNG)", functools.partial(photos.png_bytes, explanation.overlay),
+                       f"facelens_{explanation.head}_{explanation.method}_face{face.index + 1}.png", "image/png",
+                       key=f"explain_download_{explanation.head}", icon=":material/download:")
 
 
 def method_label(method: str) -> str:
