@@ -37,6 +37,13 @@ __all__ = ["FaceAnalyzer", "FaceResult", "ImageError", "PhotoResult", "TooManyFa
 #: photo-sized heat map and overlay (about 7 bytes a pixel: 84 MB for 12 megapixels), so few:
 #: the Explain page's three heads for a few targets or methods. Opacity is not in the key.
 EXPLAIN_CACHE_SIZE: int = 12
+#: ...and at most this many bytes of them, so a huge photo keeps fewer (the newest is always kept).
+EXPLAIN_CACHE_BYTES: int = 768 * 1024 * 1024
+
+
+def _explanation_bytes(entry: tuple[float, Explanation]) -> int:
+    explanation = entry[1]
+    return sum(a.nbytes for a in (explanation.crop_heatmap, explanation.photo_heatmap, explanation.overlay))
 
 
 def card_flip_tta(model_path: Path | None, default: bool = True) -> bool:
@@ -117,7 +124,7 @@ class FaceAnalyzer:
         # Explanations of one photo at a time (fingerprint below): (face, head, target,
         # method) -> (alpha, Explanation). Bounded: each holds two photo-sized arrays.
         self._explain_photo: str | None = None
-        self._explain_cache = LRUCache(EXPLAIN_CACHE_SIZE)
+        self._explain_cache = LRUCache(EXPLAIN_CACHE_SIZE, EXPLAIN_CACHE_BYTES, _explanation_bytes)
         if warm_up:
             self.warm_up()
 
@@ -260,7 +267,8 @@ class FaceAnalyzer:
         are reused (at another ``alpha`` only the overlay is blended again) and all
         the missing heads are computed in one batched Grad-CAM call, which shares the
         backbone pass. The cache holds one photo's latest ``EXPLAIN_CACHE_SIZE`` (face,
-        head, target, method) explanations; a new photo clears it (memory only).
+        head, target, method) explanations, within ``EXPLAIN_CACHE_BYTES``; a new photo
+        clears it (memory only).
         """
         heads = [head for head, _ in requests]
         for head in heads:
