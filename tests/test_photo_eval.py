@@ -96,9 +96,11 @@ def test_jitter_spread_is_zero_for_a_model_that_ignores_framing_and_positive_oth
     faces = rng.integers(0, 255, (6, 128, 128, 3), dtype=np.uint8)
     flat = jitter_spread(Constant(), faces, views=4)
     assert flat["gender_probability_sd"] == 0 and flat["age_sd_years"] == 0 and flat["gender_call_flips"] == 0
+    assert flat["age_group_changes"] == 0
     faces = np.stack([cv2.resize(f, (128, 128), interpolation=cv2.INTER_NEAREST) for f in faces[:, :8, :8]])
     moving = jitter_spread(LooksAtTheCentre(), faces, views=4)
     assert moving["faces"] == 6 and moving["age_sd_years"] > 0.5 and moving["gender_probability_sd"] > 0.005
+    assert 0 < moving["age_group_changes"] <= 1
 
 
 @pytest.mark.slow

@@ -52,9 +52,17 @@ def jitter_sample(faces: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:
 
 
 def jitter_spread(predictor, faces: np.ndarray, views: int = 8, seed: int = 0) -> dict:
-    """Mean per-face spread of the answers over ``views`` re-framings of each face."""
+    """Mean per-face spread of the answers over ``views`` re-framings of each face.
+
+    Besides the spreads, the shares of faces whose *shown* answer changes with the framing:
+    the gender call and the 9-group age. A network can shrink the spreads by answering
+    less confidently (probabilities nearer 0.5, ages nearer the middle) without its calls
+    changing any less, so the spreads alone can flatter it.
+    """
+    from model.labels import age_group
+
     rng = np.random.default_rng(seed)
-    gender_sd, age_sd, flips = [], [], []
+    gender_sd, age_sd, flips, regroups = [], [], [], []
     for start in range(0, len(faces), 32):
         batch = faces[start : start + 32]
         stacked = np.concatenate([jitter_views(f, views, rng) for f in batch])
@@ -65,12 +73,15 @@ def jitter_spread(predictor, faces: np.ndarray, views: int = 8, seed: int = 0) -
         age_sd.extend(ages.std(1))
         calls = p_female >= 0.5
         flips.extend(calls.any(1) & ~calls.all(1))
+        groups = np.array([[age_group(a) for a in row] for row in ages])
+        regroups.extend((groups != groups[:, :1]).any(1))
     return {
         "faces": int(len(faces)),
         "views": views,
         "gender_probability_sd": round(float(np.mean(gender_sd)), 4),
         "age_sd_years": round(float(np.mean(age_sd)), 3),
         "gender_call_flips": round(float(np.mean(flips)), 4),
+        "age_group_changes": round(float(np.mean(regroups)), 4),
     }
 
 

@@ -279,10 +279,11 @@ def jitter_table(card: ModelCard) -> pd.DataFrame:
     rows = [
         {"data": EVALUATION_NAMES.get(name, name), "faces": r.get("faces"),
          "gender probability spread": r.get("gender_probability_sd"), "age spread (years)": r.get("age_sd_years"),
-         "gender call flips": r.get("gender_call_flips")}
+         "gender call flips": r.get("gender_call_flips"), "age group changes": r.get("age_group_changes")}
         for name, r in (card.framing_jitter or {}).items()
     ]
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    return frame.loc[:, frame.notna().any()] if len(frame) else frame  # cards from before a figure existed
 
 
 def card_details(card: ModelCard) -> pd.DataFrame:
