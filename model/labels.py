@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from model.settings import GENDER_UNSURE_BELOW
 
 GENDERS: tuple[str, ...] = ("male", "female")
@@ -77,6 +79,13 @@ AGE_GROUPS: tuple[AgeGroup, ...] = (
     AgeGroup("70+", 70, AGE_MAX),
 )
 AGE_GROUP_NAMES: tuple[str, ...] = tuple(g.name for g in AGE_GROUPS)
+
+
+def age_group_names(ages) -> np.ndarray:
+    """:func:`age_group` of every age in an array, vectorised (the groups are contiguous)."""
+    clipped = np.clip(np.asarray(ages, np.float64), AGE_MIN, AGE_MAX)
+    index = np.searchsorted([g.low for g in AGE_GROUPS], clipped, side="right") - 1
+    return np.asarray(AGE_GROUP_NAMES, dtype=object)[index].astype(str)
 
 
 def age_group(age: float) -> str:

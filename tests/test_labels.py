@@ -48,3 +48,13 @@ def test_age_bins_span_the_label_range():
 
 def test_head_names():
     assert labels.HEAD_NAMES == ("age", "gender", "ethnicity")
+
+
+def test_age_group_names_match_age_group_for_every_age():
+    import numpy as np
+
+    from model.labels import age_group, age_group_names
+
+    ages = np.concatenate([np.arange(-3, 125, 0.5), [2.999, 9.5, 19.99, 69.999, 70.0, 116.0, 200.0]])
+    assert list(age_group_names(ages)) == [age_group(a) for a in ages]
+    assert age_group_names(np.array([[1.0, 75.0]])).tolist() == [["0-2", "70+"]]  # any shape

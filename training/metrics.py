@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.labels import AGE_GROUP_NAMES, AGE_GROUPS, ETHNICITIES, GENDERS, age_group
+from model.labels import AGE_GROUP_NAMES, AGE_GROUPS, ETHNICITIES, GENDERS, age_group_names
 
 
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
@@ -66,7 +66,7 @@ def age_report(true_age: np.ndarray, predicted_age: np.ndarray, intervals: np.nd
     true_age = np.asarray(true_age, np.float64)
     predicted_age = np.asarray(predicted_age, np.float64)
     errors = np.abs(true_age - predicted_age)
-    groups = np.array([age_group(a) for a in true_age])
+    groups = age_group_names(true_age)
     by_group = {}
     for name in AGE_GROUP_NAMES:
         here = groups == name

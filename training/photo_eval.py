@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from model.labels import AGE_GROUP_NAMES, AGE_GROUPS, ETHNICITIES, GENDERS, age_group
+from model.labels import AGE_GROUP_NAMES, AGE_GROUPS, ETHNICITIES, GENDERS, age_group, age_group_names
 from model.settings import GENDER_UNSURE_BELOW
 from training.metrics import _rounded, confusion_matrix
 from training.sources import FaceRecord
@@ -65,7 +65,7 @@ def photo_report(records: list[FaceRecord], results: list[dict | None]) -> dict:
     if exact:
         true = np.array([r.age for r, _ in exact], np.float64)
         pred = np.array([res["age"] for _, res in exact], np.float64)
-        groups = np.array([age_group(a) for a in true])
+        groups = age_group_names(true)
         report["age_mae"] = _rounded(np.abs(pred - true).mean())
         report["age_bias"] = _rounded((pred - true).mean())
         low = np.array([res["age_interval"][0] for _, res in exact])

@@ -59,7 +59,7 @@ def jitter_spread(predictor, faces: np.ndarray, views: int = 8, seed: int = 0) -
     less confidently (probabilities nearer 0.5, ages nearer the middle) without its calls
     changing any less, so the spreads alone can flatter it.
     """
-    from model.labels import age_group
+    from model.labels import age_group_names
 
     rng = np.random.default_rng(seed)
     gender_sd, age_sd, flips, regroups = [], [], [], []
@@ -73,7 +73,7 @@ def jitter_spread(predictor, faces: np.ndarray, views: int = 8, seed: int = 0) -
         age_sd.extend(ages.std(1))
         calls = p_female >= 0.5
         flips.extend(calls.any(1) & ~calls.all(1))
-        groups = np.array([[age_group(a) for a in row] for row in ages])
+        groups = age_group_names(ages)
         regroups.extend((groups != groups[:, :1]).any(1))
     return {
         "faces": int(len(faces)),
