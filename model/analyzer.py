@@ -276,7 +276,8 @@ class FaceAnalyzer:
         if len(set(heads)) != len(heads):
             raise ValueError(f"each head may be asked for once per call, got {heads}")
         photo = self.load_photo(image)
-        fingerprint = hashlib.blake2b(photo.tobytes(), digest_size=16).hexdigest() + str(photo.shape)
+        # Hash the pixels in place (tobytes() would first copy a 12-megapixel photo: ~20 ms per rerun).
+        fingerprint = hashlib.blake2b(np.ascontiguousarray(photo).data, digest_size=16).hexdigest() + str(photo.shape)
         keys = {head: (face.index, tuple(face.box), head, target, method) for head, target in requests}
         out: dict[str, Explanation] = {}
         with self._lock:
