@@ -18,6 +18,7 @@ import numpy as np
 from model.align import apply_affine
 from model.labels import HEAD_CLASSES, HEAD_NAMES, check_head
 from model.results import DEFAULT_CAM_METHOD, Explanation
+from model.settings import INPUT_SIZE
 
 if TYPE_CHECKING:
     from model.gradcam import GradCamExplainer
@@ -59,7 +60,7 @@ def _region_window(
     return x0, y0, x1, y1, inside
 
 
-def face_region_mask(crop_affine: np.ndarray, photo_shape: tuple[int, ...], crop_size: int = 128) -> np.ndarray:
+def face_region_mask(crop_affine: np.ndarray, photo_shape: tuple[int, ...], crop_size: int = INPUT_SIZE) -> np.ndarray:
     """(H, W) bool: photo pixels that ``crop_affine`` maps into the ``crop_size`` face crop."""
     mask = np.zeros(photo_shape[:2], bool)
     window = _region_window(crop_affine, (crop_size, crop_size), photo_shape)

@@ -119,8 +119,8 @@ def test_each_head_is_faithful_on_average_over_real_utkface_faces(trained_analyz
     from model import settings
     from model.gradcam import GradCamExplainer
 
-    faces = study.utkface_faces(settings.utkface_dir(), 60, seed=0)
     explainer = GradCamExplainer(trained_analyzer.model)
+    faces = study.utkface_faces(settings.utkface_dir(), 60, seed=0, size=explainer.input_size)
     rows = study.summarize_occlusion(explainer, faces, n_random=8)
     for row in rows:
         assert row.faces == 60

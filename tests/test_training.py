@@ -263,6 +263,16 @@ def test_multi_source_training_with_partial_labels_and_ranges(tmp_path, monkeypa
     card2 = json.loads((out2.parent / "model_card.json").read_text())
     assert card2["weights"] == str(soup) and set(card2["evaluations"]) == {"gen", "rng"}
     assert len(card2["training"]["history"]) == 3  # nothing more was trained
+    # The evaluation tools read the prepared crops at the model's own input size (48 here).
+    from training.evaluate import main as evaluate_main
+    from training.robustness import main as robustness_main
+
+    scores = tmp_path / "val.json"
+    assert evaluate_main(["--source", specs[0], "--prepared-dir", str(tmp_path / "prep"), "--split", "val",
+                          "--model", str(out), "--quiet", "--json", str(scores)]) == 0
+    assert json.loads(scores.read_text())["sources"]["gen"]["n_gender"] == gen_val["n_gender"]
+    assert robustness_main(["--source", specs[1], "--prepared-dir", str(tmp_path / "prep"), "--model", str(out),
+                            "--limit", "4", "--views", "3", "--no-tta"]) == 0
 
 
 def test_average_weights_mixes_tensors_and_refuses_mismatches():

@@ -187,7 +187,7 @@ def _evaluate_prepared(args, model_file: Path) -> int:
     predictor = Predictor(model, flip_tta=not args.no_tta, calibration=load_for_model(model_file))
     report: dict = {"model": str(model_file), "split": args.split, "flip_tta": not args.no_tta, "sources": {}}
     for spec in args.source:
-        records, faces = load_prepared(spec, Path(args.prepared_dir), split=args.split)
+        records, faces = load_prepared(spec, Path(args.prepared_dir), predictor.input_size, split=args.split)
         labels = label_arrays(records)
         entry = evaluate_faces(model, faces, labels, predictor=predictor)
         if args.degraded and len(faces):

@@ -24,6 +24,7 @@ from model.align import apply_affine
 from model.heatmap_draw import predicted_target
 from model.labels import HEAD_NAMES
 from model.results import CAM_METHODS, DEFAULT_CAM_METHOD
+from model.settings import INPUT_SIZE
 
 if TYPE_CHECKING:
     from model.gradcam import GradCamExplainer
@@ -52,7 +53,7 @@ class OcclusionResult:
         return self.drop_hot - self.drop_random
 
 
-def box_region(box: tuple[float, float, float, float], crop_affine: np.ndarray, size: int = 128) -> np.ndarray:
+def box_region(box: tuple[float, float, float, float], crop_affine: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
     """(size, size) bool: the face crop's pixels inside a photo box (x, y, w, h).
 
     The aligned crop shows more than the detected face (UTKFace framing keeps hair
@@ -242,7 +243,7 @@ def occlusion_on_photos(
     )
 
 
-def utkface_faces(directory: str | Path, n: int, seed: int = 0, size: int = 128) -> list[np.ndarray]:
+def utkface_faces(directory: str | Path, n: int, seed: int = 0, size: int = INPUT_SIZE) -> list[np.ndarray]:
     """``n`` UTKFace aligned crops, drawn at random (fixed seed), prepared as face inputs.
 
     The chips are already framed like the training data: each is a whole face crop.
@@ -284,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
              occlusion_on_photos(analyzer, astronaut_variants(), explainer, args.methods))]
     folder = settings.utkface_dir()
     if folder is not None and args.utkface > 0:
-        faces = utkface_faces(folder, args.utkface)
+        faces = utkface_faces(folder, args.utkface, size=explainer.input_size)
         sets.append((f"UTKFace x{len(faces)} (whole crop)",
                      summarize_occlusion(explainer, faces, methods=args.methods, n_random=8)))
     for label, rows in sets:

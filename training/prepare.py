@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.settings import INPUT_SIZE
 from training.sources import FaceRecord, SourceReport, read_source
 
 #: Bump when the detection/alignment path changes, so cached chunks are redone.
@@ -145,7 +146,7 @@ def _item(record: FaceRecord):
 
 
 def prepare_source(
-    spec: SourceSpec, out_dir: Path, input_size: int = 128, workers: int = 1, progress: bool = True,
+    spec: SourceSpec, out_dir: Path, input_size: int = INPUT_SIZE, workers: int = 1, progress: bool = True,
     detector=None,
 ) -> dict:
     """Align every image of one source (resuming finished chunks); returns the report.
@@ -203,7 +204,7 @@ def _save_chunk(path: Path, result: dict) -> None:
     tmp.replace(path)
 
 
-def load_prepared(spec: SourceSpec, out_dir: Path, input_size: int = 128,
+def load_prepared(spec: SourceSpec, out_dir: Path, input_size: int = INPUT_SIZE,
                   split: str | None = None) -> tuple[list[FaceRecord], np.ndarray]:
     """(records whose face aligned, their faces) from a finished :func:`prepare_source`;
     only one split's when ``split`` is train / val / test."""
@@ -232,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", action="append", required=True, type=SourceSpec.parse,
                    help="name=path[,weight=W][,group=age][,split=80/10/10] (repeatable)")
     p.add_argument("--out", required=True, help="folder for the aligned-face chunks")
-    p.add_argument("--input-size", type=int, default=128)
+    p.add_argument("--input-size", type=int, default=INPUT_SIZE)
     p.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)))
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)

@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         predictor = Predictor(model, flip_tta=not args.no_tta, calibration=load_for_model(model_file))
         per_source = {}
         for spec in args.source:
-            _, faces = load_prepared(spec, Path(args.prepared_dir), split=args.split)
+            _, faces = load_prepared(spec, Path(args.prepared_dir), predictor.input_size, split=args.split)
             if not len(faces):
                 continue
             per_source[spec.name] = jitter_spread(predictor, jitter_sample(faces, args.limit), views=args.views)

@@ -37,6 +37,7 @@ import numpy as np
 
 from model.architecture import DEFAULT_FINE_TUNE_FROM
 from model.labels import AGE_WEIGHT_BIN_YEARS, ETHNICITIES, GENDERS, NUM_AGE_WEIGHT_BINS
+from model.settings import INPUT_SIZE
 
 
 @dataclass
@@ -57,7 +58,7 @@ class TrainConfig:
     output: str | None = None
     model_card: str | None = None
     run_dir: str = "runs/latest"
-    input_size: int = 128
+    input_size: int = INPUT_SIZE
     batch_size: int = 64
     head_epochs: int = 2
     epochs: int = 16

@@ -223,10 +223,10 @@ def page_header(title: str, intro: str) -> None:
 def how_it_works() -> None:
     with st.expander("How it works", icon=":material/help:"):
         st.markdown(
-            """
+            f"""
 1. **Find faces.** MTCNN detects each face and five landmarks (eyes, nose, mouth corners).
 2. **Align.** The face is rotated and scaled so the landmarks sit where they sit in UTKFace's
-   aligned crops, the framing the network was trained on, then resized to 128 x 128 pixels.
+   aligned crops, the framing the network was trained on, then resized to {settings.INPUT_SIZE} x {settings.INPUT_SIZE} pixels.
 3. **Estimate.** One MobileNetV2 with three heads predicts an age distribution (its mean is the
    estimate, its central 80% the interval), a gender probability and five ethnicity probabilities.
 4. **Explain.** Grad-CAM weighs the last convolutional features by their gradients to show which
