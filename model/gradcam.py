@@ -158,7 +158,7 @@ class GradCamExplainer:
         logits = {head: _DenseLogits(model.get_layer(HEAD_LOGIT_LAYERS[head]), name=f"{head}_logits")
                   for head in HEAD_NAMES}
         head_inputs = [model.get_layer(HEAD_LOGIT_LAYERS[head]).input for head in HEAD_NAMES]
-        #: (h, w) of the CAM grid: out_relu's spatial size, 4x4 for a 128 px input.
+        #: (h, w) of the CAM grid: out_relu's spatial size, input / 32 (5x5 for the shipped 160 px input).
         self.cam_shape: tuple[int, int] = (int(conv.output.shape[1]), int(conv.output.shape[2]))
 
         # image (N, S, S, 3) float 0..255 -> out_relu (N, h, w, 1280), compiled.

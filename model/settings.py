@@ -16,12 +16,12 @@ ASSETS_DIR: Path = PROJECT_ROOT / "assets"
 SHARED_DATA_DIR: Path = PROJECT_ROOT.parent / "shared" / "data"
 
 #: Side length of the square face crop the network sees.
-INPUT_SIZE: int = 128
+INPUT_SIZE: int = 160
 #: Side of the UTKFace "aligned & cropped" images the model was trained on.
 UTKFACE_CROP_SIZE: int = 200
 
 #: The shipped model and its card (metrics, data summary, history).
-DEFAULT_MODEL_PATH: Path = MODEL_DIR / "facelens_mobilenetv2_128.keras"
+DEFAULT_MODEL_PATH: Path = MODEL_DIR / "facelens_mobilenetv2_160.keras"
 DEFAULT_MODEL_CARD_PATH: Path = MODEL_DIR / "model_card.json"
 
 # Image intake limits: refuse decompression bombs, downscale big photos before detection.

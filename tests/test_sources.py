@@ -171,6 +171,7 @@ def test_prepare_runs_the_real_detector_on_a_real_portrait(tmp_path):
     """The real path: MTCNN finds the astronaut's face and the crop is UTKFace-framed."""
     from skimage import data
 
+    from model.settings import INPUT_SIZE
     from training.prepare import SourceSpec, load_prepared, prepare_source
 
     folder = tmp_path / "set"
@@ -181,7 +182,7 @@ def test_prepare_runs_the_real_detector_on_a_real_portrait(tmp_path):
     report = prepare_source(spec, tmp_path / "out", progress=False)
     assert report["aligned"] == 1
     records, faces = load_prepared(spec, tmp_path / "out")
-    assert records[0].age == 42 and faces.shape == (1, 128, 128, 3)
+    assert records[0].age == 42 and faces.shape == (1, INPUT_SIZE, INPUT_SIZE, 3)  # the shipped model's size
 
 
 def test_source_spec_refuses_bad_options():

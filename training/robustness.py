@@ -1,6 +1,6 @@
 """How much an answer moves when the photo changes but the face does not.
 
-    python -m training.robustness --model model/facelens_mobilenetv2_128.keras \
+    python -m training.robustness --model model/facelens_mobilenetv2_160.keras \
         --source utkface=../shared/data/utkface/UTKFace --source celeba=../shared/data/celeba --split val
     python -m training.robustness --photo sample   # one photo, resized and cropped, through the analyzer
 
