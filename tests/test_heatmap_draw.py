@@ -32,8 +32,9 @@ def mapped_inside(crop_affine: np.ndarray, shape: tuple[int, int], size: int = S
 def test_warp_to_photo_places_the_map_and_zeroes_outside_the_face():
     heat = np.zeros((S, S), np.float32)
     heat[:, : S // 2] = 1.0  # left half of the crop is hot
-    # crop = photo region x 100..164, y 50..114 at scale 2 (a 64 px face).
-    affine = np.array([[2.0, 0.0, -200.0], [0.0, 2.0, -100.0]])
+    # crop = photo region x 100..164, y 50..114 (a 64 px face) at scale S / 64.
+    k = S / 64
+    affine = np.array([[k, 0.0, -100.0 * k], [0.0, k, -50.0 * k]])
     out = heatmap_draw.warp_to_photo(heat, affine, (240, 320, 3))
     assert out.shape == (240, 320) and out.dtype == np.float32
     assert out.min() >= 0.0 and out.max() <= 1.0
