@@ -164,6 +164,15 @@ def test_prepare_aligns_once_counts_failures_and_resumes(tmp_path):
 
     again = prepare_source(spec, tmp_path / "out", input_size=64, detector=Exploding(), progress=False)
     assert again["aligned"] == 3
+    # Another crop size shares the folder: its chunks are added, the 64 px ones stay.
+    prepare_source(spec, tmp_path / "out", input_size=32, detector=_CentreDetector(), progress=False)
+    assert load_prepared(spec, tmp_path / "out", input_size=32)[1].shape == (3, 32, 32, 3)
+    assert load_prepared(spec, tmp_path / "out", input_size=64)[1].shape == (3, 64, 64, 3)
+    # A chunk left by an older record list (same size) is removed.
+    stale = tmp_path / "out" / "set" / "part_00007_000000000000.npz"
+    np.savez(stale, faces=np.zeros((1, 64, 64, 3), np.uint8), reasons=np.zeros(1, np.int8), several=0)
+    prepare_source(spec, tmp_path / "out", input_size=64, detector=Exploding(), progress=False)
+    assert not stale.exists()
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import sys
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -141,6 +142,17 @@ def _chunk_key(records: list[FaceRecord], input_size: int) -> str:
     return digest.hexdigest()[:12]
 
 
+def _crop_size(path: Path) -> int | None:
+    """Side of the crops in a chunk file, read from the array header alone (None if unreadable)."""
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open("faces.npy") as f:
+            major, _ = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            return int(read(f)[0][1])
+    except (OSError, KeyError, ValueError, IndexError, zipfile.BadZipFile):
+        return None
+
+
 def _item(record: FaceRecord):
     return record.pixels if record.pixels is not None else str(record.path)
 
@@ -180,7 +192,8 @@ def prepare_source(
                 bar.update(len(c))
     bar.close()
     for stale in folder.glob("part_*.npz"):
-        if stale not in paths:
+        # Chunks of another crop size stay: one folder can hold the crops of several sizes.
+        if stale not in paths and _crop_size(stale) in (input_size, None):
             stale.unlink()
     reasons = np.concatenate([np.load(p)["reasons"] for p in paths]) if paths else np.zeros(0, np.int8)
     several = sum(int(np.load(p)["several"]) for p in paths)
