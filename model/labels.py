@@ -79,13 +79,14 @@ AGE_GROUPS: tuple[AgeGroup, ...] = (
     AgeGroup("70+", 70, AGE_MAX),
 )
 AGE_GROUP_NAMES: tuple[str, ...] = tuple(g.name for g in AGE_GROUPS)
+_AGE_GROUP_LOWS = np.array([g.low for g in AGE_GROUPS], np.float64)
+_AGE_GROUP_NAME_ARRAY = np.array(AGE_GROUP_NAMES)
 
 
 def age_group_names(ages) -> np.ndarray:
     """:func:`age_group` of every age in an array, vectorised (the groups are contiguous)."""
     clipped = np.clip(np.asarray(ages, np.float64), AGE_MIN, AGE_MAX)
-    index = np.searchsorted([g.low for g in AGE_GROUPS], clipped, side="right") - 1
-    return np.asarray(AGE_GROUP_NAMES, dtype=object)[index].astype(str)
+    return _AGE_GROUP_NAME_ARRAY[np.searchsorted(_AGE_GROUP_LOWS, clipped, side="right") - 1]
 
 
 def age_group(age: float) -> str:
