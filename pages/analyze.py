@@ -14,7 +14,7 @@ sources = widgets.photo_sources("analyze")
 if not sources:
     st.info("Upload a photo, use the camera, or press **Try a sample photo** to see it work.",
             icon=":material/info:")
-    widgets.how_it_works()
+    widgets.how_it_works(analyzer.input_size)
     st.stop()
 
 analyses = state.analyze_all(analyzer, sources)
@@ -35,4 +35,4 @@ st.caption(
     "Switch on Grad-CAM on a card to see which pixels drove a prediction, or open the **Explain** page "
     "for all three heads side by side."
 )
-widgets.how_it_works()
+widgets.how_it_works(analyzer.input_size)

@@ -48,6 +48,9 @@ def blank_bytes(size: int = 200) -> bytes:
 class FakeAnalyzer:
     """Implements the FaceAnalyzer interface the app uses, deterministically."""
 
+    #: The fake's crops are 128 px, not the shipped model's size: pages must ask the analyzer.
+    input_size = 128
+
     def __init__(self, faces: int = 1, unfamiliar: bool = False):
         self.faces = faces
         self.unfamiliar = unfamiliar  # every face far from the training data (unfamiliarity 2.5)

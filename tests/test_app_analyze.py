@@ -47,6 +47,14 @@ def test_landing_page_invites_an_upload(fake):
     assert not at.metric
 
 
+def test_how_it_works_names_the_served_models_input_size(fake):
+    """The fake serves 128 px crops while the shipped model takes 160: the text follows the analyzer."""
+    at = _app()
+    text = " ".join(m.value for m in at.expander[0].markdown)
+    assert f"{fake.input_size} x {fake.input_size} pixels" in text
+    assert fake.input_size != settings.INPUT_SIZE
+
+
 def test_sample_photo_gives_a_face_card(fake):
     at = _app()
     at.button(key="analyze_sample").click().run()

@@ -220,13 +220,15 @@ def page_header(title: str, intro: str) -> None:
     st.caption(intro)
 
 
-def how_it_works() -> None:
+def how_it_works(input_size: int) -> None:
+    """The pipeline in four steps; ``input_size`` is the served model's (FACELENS_MODEL may
+    name another model than the shipped one)."""
     with st.expander("How it works", icon=":material/help:"):
         st.markdown(
             f"""
 1. **Find faces.** MTCNN detects each face and five landmarks (eyes, nose, mouth corners).
 2. **Align.** The face is rotated and scaled so the landmarks sit where they sit in UTKFace's
-   aligned crops, the framing the network was trained on, then resized to {settings.INPUT_SIZE} x {settings.INPUT_SIZE} pixels.
+   aligned crops, the framing the network was trained on, then resized to {input_size} x {input_size} pixels.
 3. **Estimate.** One MobileNetV2 with three heads predicts an age distribution (its mean is the
    estimate, its central 80% the interval), a gender probability and five ethnicity probabilities.
 4. **Explain.** Grad-CAM weighs the last convolutional features by their gradients to show which
