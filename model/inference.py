@@ -49,13 +49,22 @@ class Predictor:
         outs = self._net(images, training=False)
         return dict(zip(self._names, outs))
 
-    def raw(self, faces: np.ndarray) -> dict[str, np.ndarray]:
-        """(N, S, S, 3) uint8 prepared faces -> raw outputs by name (numpy)."""
+    def raw(self, faces: np.ndarray, progress: str | None = None) -> dict[str, np.ndarray]:
+        """(N, S, S, 3) uint8 prepared faces -> raw outputs by name (numpy).
+
+        ``progress`` names a tqdm bar over the batches, for the thousands of faces
+        training, calibration and export score (the app's few faces need none).
+        """
         faces = np.asarray(faces)
         if faces.ndim != 4 or faces.shape[1:] != (self.input_size, self.input_size, 3):
             raise ValueError(f"expected (N, {self.input_size}, {self.input_size}, 3) faces, got {faces.shape}")
         chunks: dict[str, list[np.ndarray]] = {name: [] for name in self._names}
-        for start in range(0, len(faces), self.batch_size):
+        starts = range(0, len(faces), self.batch_size)
+        if progress is not None:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=progress, unit="batch")
+        for start in starts:
             batch = tf.convert_to_tensor(faces[start : start + self.batch_size], tf.float32)
             for name, value in self._call(batch).items():
                 chunks[name].append(value.numpy())

@@ -94,3 +94,16 @@ def test_predictor_batches_and_flip_tta(untrained_model):
     assert len(empty) == 0
     with pytest.raises(ValueError):
         Predictor(untrained_model)(np.zeros((1, 64, 64, 3), np.uint8))
+
+
+def test_predictor_progress_bar_counts_batches_and_changes_nothing(untrained_model, capsys):
+    from model.inference import Predictor
+
+    faces = np.random.default_rng(4).integers(0, 256, (5, INPUT_SIZE, INPUT_SIZE, 3)).astype(np.uint8)
+    predictor = Predictor(untrained_model, flip_tta=False, batch_size=2)
+    quiet = predictor.raw(faces)
+    assert "scoring" not in capsys.readouterr().err
+    shown = predictor.raw(faces, progress="scoring")
+    assert "scoring" in (err := capsys.readouterr().err) and "3/3" in err
+    for name, value in quiet.items():
+        np.testing.assert_array_equal(shown[name], value)

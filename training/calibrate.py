@@ -268,17 +268,17 @@ def calibrate_model(predictor, arrays: dict, probabilities, age_weight, seed: in
     prior = training_age_prior(train.labels, probabilities, age_weight)
     rng = np.random.default_rng(seed)
     drawn = rng.choice(len(train), size=min(len(train), FIT_FACES), replace=False, p=probabilities)
-    fit_features = predictor.raw(train.images[np.sort(drawn)])["features"]
+    fit_features = predictor.raw(train.images[np.sort(drawn)], progress="training features")["features"]
     sets = []
     for code, name in enumerate(val.names):
         part = val.subset(val.source == code)
         if len(part):
-            raw = val_raw[name] if val_raw and name in val_raw else predictor.raw(part.images)
+            raw = val_raw[name] if val_raw and name in val_raw else predictor.raw(part.images, progress=f"scoring {name}")
             sets.append(EvalSet(name, raw, part.labels))
     home = val.subset(val.source == 0)
     for kind in DEGRADATIONS:
         if len(home):
-            sets.append(EvalSet(f"{val.names[0]}, {kind}", predictor.raw(degrade_all(home.images, kind)),
+            sets.append(EvalSet(f"{val.names[0]}, {kind}", predictor.raw(degrade_all(home.images, kind), progress=kind),
                                 home.labels, degraded=True))
     calibration, fitted = fit_calibration(fit_features, sets[0].raw["features"], prior, sets)
     return calibration, {"fitted": fitted, "validation": before_after(sets, calibration)}

@@ -37,8 +37,6 @@ def teacher_outputs(model_path: str | Path, images: np.ndarray, cache_dir: Path 
 
     Returns float32 arrays by head (DISTILLED_HEADS), rows aligned with ``images``.
     """
-    from tqdm.auto import tqdm
-
     model_path = Path(model_path)
     key = _fingerprint(model_path, images)
     cache = Path(cache_dir) / "teacher_outputs.npz" if cache_dir is not None else None
@@ -51,13 +49,8 @@ def teacher_outputs(model_path: str | Path, images: np.ndarray, cache_dir: Path 
     from model.inference import Predictor
 
     predictor = Predictor(load_model(model_path), flip_tta=True, batch_size=batch_size)
-    parts: dict[str, list[np.ndarray]] = {head: [] for head in DISTILLED_HEADS}
-    for start in tqdm(range(0, len(images), batch_size), desc="teacher outputs", unit="batch"):
-        raw = predictor.raw(images[start : start + batch_size])
-        for head in DISTILLED_HEADS:
-            parts[head].append(raw[head].astype(np.float32))
-    out = {head: (np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32))
-           for head, chunks in parts.items()}
+    raw = predictor.raw(images, progress="teacher outputs")
+    out = {head: raw[head].astype(np.float32) for head in DISTILLED_HEADS}
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, fingerprint=np.array(key), **out)

@@ -61,7 +61,7 @@ def machine_description() -> str:
 
 def raw_by_source(predictor, arrays) -> dict[str, dict]:
     """The predictor's raw outputs per source of one split (training.train.TrainArrays)."""
-    return {name: predictor.raw(arrays.images[arrays.source == code])
+    return {name: predictor.raw(arrays.images[arrays.source == code], progress=f"scoring {name}")
             for code, name in enumerate(arrays.names) if (arrays.source == code).any()}
 
 
