@@ -75,3 +75,14 @@ def test_full_report_has_the_published_keys():
     assert set(report["by_ethnicity"]) == {"white", "black", "asian", "indian", "other"}
     assert sum(v["n"] for v in report["by_gender"].values()) == n
     assert np.array(report["ethnicity"]["confusion_matrix"]).sum() == n
+
+
+def test_balanced_mae_weighs_each_full_age_group_equally():
+    from training.metrics import balanced_mae
+
+    # 30 faces in their twenties off by 1 year, 10 over seventy off by 9, 3 toddlers (too few, left out).
+    true = np.array([25.0] * 30 + [80.0] * 10 + [1.0] * 3)
+    predicted = true + np.array([1.0] * 30 + [-9.0] * 10 + [50.0] * 3)
+    assert balanced_mae(true, predicted) == pytest.approx(5.0)  # (1 + 9) / 2, not the face mean
+    assert balanced_mae(true, predicted, min_count=3) == pytest.approx((1 + 9 + 50) / 3)
+    assert np.isnan(balanced_mae(true[:5], predicted[:5]))

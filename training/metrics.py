@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.labels import AGE_GROUP_NAMES, AGE_GROUPS, ETHNICITIES, GENDERS, age_group_names
+from model.labels import AGE_GROUP_NAMES, ETHNICITIES, GENDERS, age_group_names
 
 
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
@@ -94,9 +94,10 @@ def balanced_mae(true_age: np.ndarray, predicted: np.ndarray, min_count: int = 1
     """Mean over the report's age groups (with at least ``min_count`` faces) of the group MAE,
     so a 75-year-old counts as much as a 25-year-old (unrounded: it ranks read-outs)."""
     true_age = np.asarray(true_age, np.float64)
+    groups = age_group_names(true_age)
     maes = []
-    for group in AGE_GROUPS:
-        inside = (true_age >= group.low) & (true_age < group.high + 1)  # AgeGroup.contains, vectorised
+    for name in AGE_GROUP_NAMES:
+        inside = groups == name
         if inside.sum() >= min_count:
             maes.append(np.abs(predicted[inside] - true_age[inside]).mean())
     return float(np.mean(maes)) if maes else float("nan")
