@@ -39,6 +39,13 @@ class ModelCard:
     licence: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # keys this class does not know
 
+    def gender_accuracy_at(self, age_group: str, min_faces: int = 30) -> tuple[float, int] | None:
+        """(held-out gender accuracy, faces) of one age group on the test split; None when the
+        card has fewer than ``min_faces`` there or predates the per-age-group breakdown."""
+        row = ((self.test_metrics or {}).get("by_age_group") or {}).get(age_group) or {}
+        accuracy, n = row.get("gender_accuracy"), int(row.get("n") or 0)
+        return (float(accuracy), n) if accuracy is not None and n >= min_faces else None
+
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ModelCard:
         known = {f.name for f in fields(cls)} - {"extra"}

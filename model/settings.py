@@ -36,6 +36,10 @@ DETECTION_CONFIDENCE: float = 0.90
 #: the probabilities are calibrated (the model card's gender ECE), so a call under 65% is
 #: right little more often than a coin flip, and a big bold "Male" at 55% would overstate it.
 GENDER_UNSURE_BELOW: float = 0.65
+#: A face card notes that gender is hard to read at the face's estimated age when the model
+#: card's held-out gender accuracy for that age group is below this (babies and toddlers:
+#: near a coin flip even when the probability looks sure).
+GENDER_NOTE_BELOW: float = 0.85
 
 
 def _path_from_env(name: str, default: Path) -> Path:

@@ -25,6 +25,12 @@ left, right = st.columns(2)
 left.plotly_chart(charts.mae_by_age_group(test), key="chart_mae_age_group")
 right.plotly_chart(charts.mae_by_group(test), key="chart_mae_group")
 st.plotly_chart(charts.accuracy_by_group(test), key="chart_accuracy_group")
+by_age = charts.accuracy_by_age_group(test)
+if by_age is not None:
+    st.plotly_chart(by_age, key="chart_accuracy_age_group")
+    st.caption("Gender is hardest to read on babies and young children; a face card whose estimated age falls "
+               "in a group below "
+               f"{settings.GENDER_NOTE_BELOW:.0%} here says so beside its gender call.")
 
 evaluations = charts.evaluations_table(card)
 if not evaluations.empty:

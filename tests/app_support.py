@@ -161,6 +161,8 @@ def write_model_card(path: Path, n_test: int = 200) -> Path:
                 "interval_coverage": 0.78, "interval_mean_width": 14.0},
         "gender": classifier(GENDERS), "ethnicity": classifier(ETHNICITIES),
         "by_gender": {g: group(100) for g in GENDERS}, "by_ethnicity": {e: group(40) for e in ETHNICITIES},
+        "by_age_group": {g: {**group(40), "gender_accuracy": {"0-2": 0.48, "3-9": 0.7}.get(g, 0.93)}
+                         for g in AGE_GROUP_NAMES},
         "undecodable": 0, "flip_tta": True,
     }
     data = {

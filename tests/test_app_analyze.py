@@ -4,6 +4,7 @@ run of the real pipeline (untrained model unless the shipped one is present)."""
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -45,6 +46,21 @@ def test_landing_page_invites_an_upload(fake):
     assert at.file_uploader(key="analyze_upload").accept_multiple_files
     assert any("Try a sample photo" in text for text in _texts(at.info))
     assert not at.metric
+
+
+def test_face_card_notes_when_gender_is_hard_to_read_at_that_age(fake, monkeypatch, tmp_path):
+    at = _app()
+    at.button(key="analyze_sample").click().run()
+    assert not any("hard to read" in c.value for c in at.caption)  # the fake face is 20: 93% on the card
+    card = write_model_card(tmp_path / "young.json")
+    data = json.loads(card.read_text())
+    data["test_metrics"]["by_age_group"]["20-29"]["gender_accuracy"] = 0.55
+    card.write_text(json.dumps(data))
+    monkeypatch.setenv("FACELENS_MODEL_CARD", str(card))
+    at.run()
+    notes = [c.value for c in at.caption if "hard to read" in c.value]
+    assert len(notes) == 1 and "40 held-out faces aged 20-29" in notes[0] and "55%" in notes[0]
+    assert "coin flip" in notes[0]
 
 
 def test_how_it_works_names_the_served_models_input_size(fake):

@@ -103,6 +103,20 @@ def test_model_card_round_trips_the_shipped_card_and_unknown_keys(tmp_path):
     assert json.loads(newer.write(tmp_path / "again.json").read_text())["fairness_audit"] == {"t": 1.2}
 
 
+def test_gender_note_quotes_the_cards_accuracy_for_hard_age_groups(tmp_path):
+    card = read_card(write_model_card(tmp_path / "card.json"))
+    assert card.gender_accuracy_at("0-2") == (0.48, 40)
+    assert card.gender_accuracy_at("0-2", min_faces=41) is None  # too few faces to quote
+    assert card.gender_accuracy_at("no such group") is None
+    baby, child = photos.gender_age_note(card, "0-2"), photos.gender_age_note(card, "3-9")
+    assert "40 held-out faces aged 0-2" in baby and "48%" in baby and "coin flip" in baby
+    assert "70%" in child and "often wrong" in child
+    assert photos.gender_age_note(card, "20-29") is None  # 93% is above settings.GENDER_NOTE_BELOW
+    assert photos.gender_age_note(None, "0-2") is None
+    del card.test_metrics["by_age_group"]  # cards exported before the breakdown say nothing
+    assert photos.gender_age_note(card, "0-2") is None
+
+
 def test_build_analyzer_explains_a_missing_model(tmp_path):
     with pytest.raises(state.ModelMissingError, match="FACELENS_MODEL"):
         state.build_analyzer(tmp_path / "absent.keras")

@@ -36,7 +36,7 @@ def test_model_page_shows_every_section(monkeypatch, tmp_path):
                        "Ethnicity accuracy": "80.0%", "Test faces": "321"}
     charts = chart_figures(at)
     assert set(charts) == {"chart_mae_age_group", "chart_mae_group", "chart_accuracy_group",
-                           "chart_confusion_gender", "chart_confusion_ethnicity", "chart_calibration",
+                           "chart_accuracy_age_group", "chart_confusion_gender", "chart_confusion_ethnicity", "chart_calibration",
                            "chart_training"}
     assert len(values(charts["chart_mae_group"]["data"][0]["x"])) == 7  # 2 genders + 5 ethnicities
     confusion = charts["chart_confusion_ethnicity"]["data"][0]
@@ -60,6 +60,17 @@ def test_model_page_shows_every_section(monkeypatch, tmp_path):
     note = " ".join(m.value for m in at.markdown)
     assert "coarse" in note.lower() and "can be wrong" in note
     assert "Non-commercial" in " ".join(c.value for c in at.caption)
+
+
+def test_accuracy_by_age_group_follows_the_card_and_is_left_out_of_older_cards(monkeypatch, tmp_path):
+    card = write_model_card(tmp_path / "card.json")
+    bars = chart_figures(_page(monkeypatch, card))["chart_accuracy_age_group"]["data"]
+    assert values(bars[0]["x"])[:3] == ["0-2", "3-9", "10-19"] and values(bars[0]["y"])[:3] == [0.48, 0.7, 0.93]
+    data = json.loads(card.read_text())
+    del data["test_metrics"]["by_age_group"]  # cards exported before the breakdown
+    card.write_text(json.dumps(data))
+    at = _page(monkeypatch, card)
+    assert "chart_accuracy_age_group" not in chart_figures(at) and "chart_accuracy_group" in chart_figures(at)
 
 
 def test_training_curves_follow_the_history(monkeypatch, tmp_path):

@@ -75,6 +75,20 @@ def test_full_report_has_the_published_keys():
     assert set(report["by_ethnicity"]) == {"white", "black", "asian", "indian", "other"}
     assert sum(v["n"] for v in report["by_gender"].values()) == n
     assert np.array(report["ethnicity"]["confusion_matrix"]).sum() == n
+    assert sum(v["n"] for v in report["by_age_group"].values()) == n
+
+
+def test_full_report_scores_gender_per_true_age_group():
+    ages = np.array([1, 2, 1, 2, 30, 35])
+    genders = np.array([0, 1, 1, 0, 0, 1])
+    right = np.eye(2)[genders]  # sure and right
+    gender_probs = np.where(np.arange(6)[:, None] < 2, 1 - right, right)  # the first two babies wrong
+    report = full_report(ages, genders, np.zeros(6, int), ages.astype(float), np.stack([ages, ages], 1),
+                         gender_probs, np.eye(5)[np.zeros(6, int)])
+    by_age = report["by_age_group"]
+    assert by_age["0-2"]["n"] == 4 and by_age["0-2"]["gender_accuracy"] == 0.5
+    assert by_age["30-39"] == {"n": 2, "age_mae": 0.0, "gender_accuracy": 1.0, "ethnicity_accuracy": 1.0}
+    assert by_age["70+"]["n"] == 0 and by_age["70+"]["gender_accuracy"] is None
 
 
 def test_balanced_mae_weighs_each_full_age_group_equally():

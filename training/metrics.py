@@ -118,6 +118,7 @@ def full_report(
     gender = classification_report(gender_probs, genders, GENDERS)
     ethnicity = classification_report(ethnicity_probs, ethnicities, ETHNICITIES)
     errors = np.abs(ages - np.asarray(predicted_age))
+    age_groups = age_group_names(ages)
     g_pred = np.asarray(gender_probs).argmax(1)
     e_pred = np.asarray(ethnicity_probs).argmax(1)
 
@@ -144,6 +145,8 @@ def full_report(
         "ethnicity": ethnicity,
         "by_gender": {name: group_metrics(genders == code) for code, name in enumerate(GENDERS)},
         "by_ethnicity": {name: group_metrics(ethnicities == code) for code, name in enumerate(ETHNICITIES)},
+        # Gender from a baby's face is near a coin flip: the app quotes this per age group.
+        "by_age_group": {name: group_metrics(age_groups == name) for name in AGE_GROUP_NAMES},
     }
 
 

@@ -132,19 +132,33 @@ def mae_by_group(test: dict) -> go.Figure:
     return style_figure(fig, "Age error by gender and ethnicity", 360)
 
 
-def accuracy_by_group(test: dict) -> go.Figure:
-    """Gender and ethnicity accuracy per gender and per ethnicity (true labels)."""
-    rows = [r for r in _group_rows(test) if r[2].get("n")]
-    labels = [label for _, label, _ in rows]
+def _accuracy_bars(rows: list[tuple[str, dict]], title: str, x_title: str | None = None) -> go.Figure:
+    """Grouped bars of gender and ethnicity accuracy for (label, group metrics) rows."""
+    labels = [label for label, _ in rows]
     fig = go.Figure()
     for key, name, colour in (("gender_accuracy", "gender accuracy", ACCENT),
                               ("ethnicity_accuracy", "ethnicity accuracy", ACCENT_LIGHT)):
-        fig.add_bar(x=labels, y=[m[key] for _, _, m in rows], name=name, marker_color=colour,
-                    customdata=[m["n"] for _, _, m in rows],
+        fig.add_bar(x=labels, y=[m[key] for _, m in rows], name=name, marker_color=colour,
+                    customdata=[m["n"] for _, m in rows],
                     hovertemplate="%{x}: %{y:.1%} (n=%{customdata})<extra>" + name + "</extra>")
     fig.update_yaxes(title="accuracy", tickformat=".0%", range=[0, 1.05])
-    fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.2))
-    return style_figure(fig, "Accuracy by gender and ethnicity", 380)
+    if x_title:
+        fig.update_xaxes(title=x_title)
+    fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.25))
+    return style_figure(fig, title, 380)
+
+
+def accuracy_by_group(test: dict) -> go.Figure:
+    """Gender and ethnicity accuracy per gender and per ethnicity (true labels)."""
+    rows = [(label, m) for _, label, m in _group_rows(test) if m.get("n")]
+    return _accuracy_bars(rows, "Accuracy by gender and ethnicity")
+
+
+def accuracy_by_age_group(test: dict) -> go.Figure | None:
+    """Gender and ethnicity accuracy per true age group; None for cards without the breakdown."""
+    groups = test.get("by_age_group") or {}
+    rows = [(name, groups[name]) for name in AGE_GROUP_NAMES if (groups.get(name) or {}).get("n")]
+    return _accuracy_bars(rows, "Accuracy by age group", "true age group") if rows else None
 
 
 def confusion_matrix(report: dict, title: str) -> go.Figure:

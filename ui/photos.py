@@ -200,6 +200,18 @@ def gender_text(gender: str, probability: float) -> tuple[str, str]:
     return headline, f"probability {probability:.0%}"
 
 
+def gender_age_note(card, age_group: str) -> str | None:
+    """A note for a face card when gender is hard to read at this (estimated) age: the model
+    card's held-out accuracy for the group is below settings.GENDER_NOTE_BELOW; else None."""
+    found = card.gender_accuracy_at(age_group) if card is not None else None
+    if found is None or found[0] >= settings.GENDER_NOTE_BELOW:
+        return None
+    accuracy, n = found
+    verdict = "about a coin flip" if accuracy < 0.6 else "often wrong"
+    return (f"Gender is hard to read at this age: on {n} held-out faces aged {age_group} the model was right "
+            f"{accuracy:.0%} of the time ({verdict}), whatever its probability says.")
+
+
 def box_colour(index: int) -> tuple[int, int, int]:
     return BOX_COLOURS[index % len(BOX_COLOURS)]
 

@@ -50,6 +50,23 @@ def _cached_analyzer(model_path: str, modified: float):
     return build_analyzer(model_path)
 
 
+@st.cache_data(show_spinner=False, max_entries=2)
+def _cached_card(card_path: str, modified: float):
+    from model.card import read_card
+
+    return read_card(card_path)
+
+
+def model_card():
+    """The served model's card (None when it has none), read once per file version."""
+    path = settings.model_card_path()
+    try:
+        modified = path.stat().st_mtime
+    except OSError:
+        return None
+    return _cached_card(str(path), modified)
+
+
 def get_analyzer():
     """The analyzer, built once per server process; stops the page with a clear message if it can't be."""
     override = _override

@@ -17,7 +17,7 @@ from model.calibration import UNFAMILIAR_WARNING, unfamiliarity_text
 from model.heatmap_draw import OVERLAY_ALPHA
 from model.labels import HEAD_CLASSES, HEAD_NAMES
 from model.results import CAM_METHODS, DEFAULT_CAM_METHOD
-from ui import charts, photos
+from ui import charts, photos, state
 
 HEAD_TITLES: dict[str, str] = {"age": "Age", "gender": "Gender", "ethnicity": "Ethnicity"}
 UPLOAD_HINT: str = f"{photos.UPLOAD_TYPE_NAMES} (iPhone: HEIC), up to {settings.MAX_UPLOAD_MB} MB each."
@@ -143,6 +143,9 @@ def face_card(analysis: photos.PhotoAnalysis, face, analyzer) -> None:
             headline, detail = photos.gender_text(face.gender, face.gender_probability)
             st.metric("Gender", headline, help="UTKFace's binary gender label.")
             st.caption(detail)
+            note = photos.gender_age_note(state.model_card(), face.age_group)
+            if note:
+                st.caption(f":material/info: {note}")
         if face.unfamiliar:
             st.warning(f"{UNFAMILIAR_WARNING} {unfamiliarity_text(face.unfamiliarity)} Its age interval is "
                        "wider and its probabilities less sure for that reason.", icon="⚠️")
