@@ -79,6 +79,10 @@ st.plotly_chart(charts.calibration(test), key="chart_calibration")
 st.header("Training")
 training = card.training or {}
 st.caption(f"{training.get('minutes', '?')} minutes on {training.get('machine', 'unknown hardware')}.")
+if training.get("soup"):
+    st.caption("The shipped weights average several models' weights (a model soup): "
+               + "; ".join(f"{w:.0%} {m}" for m, w in zip(training["soup"]["models"], training["soup"]["weights"]))
+               + ". The curves are those of the training run.")
 if training.get("history"):
     st.plotly_chart(charts.training_curves(training["history"]), key="chart_training")
 

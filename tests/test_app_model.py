@@ -83,6 +83,16 @@ def test_training_curves_follow_the_history(monkeypatch, tmp_path):
     assert all(len(values(t["x"])) == 2 for t in traces)
 
 
+def test_a_soup_says_what_it_averages(monkeypatch, tmp_path):
+    card = write_model_card(tmp_path / "card.json")
+    assert not any("model soup" in c.value for c in _page(monkeypatch, card).caption)
+    data = json.loads(card.read_text())
+    data["training"]["soup"] = {"models": ["start.keras", "run best"], "weights": [0.5, 0.5]}
+    card.write_text(json.dumps(data))
+    captions = [c.value for c in _page(monkeypatch, card).caption if "model soup" in c.value]
+    assert len(captions) == 1 and "50% start.keras; 50% run best" in captions[0]
+
+
 def test_missing_card_is_a_warning_not_a_crash(monkeypatch, tmp_path):
     at = _page(monkeypatch, tmp_path / "absent.json")
     assert "No model card" in at.warning[0].value
