@@ -243,6 +243,17 @@ def occlusion_on_photos(
     )
 
 
+def lfw_faces(size: int = INPUT_SIZE) -> list[np.ndarray]:
+    """scikit-image's 100 Labeled Faces in the Wild crops (25 x 25 grayscale), prepared as face
+    inputs: a hundred different people on any machine, where the astronaut is one."""
+    from skimage import data
+
+    from model.preprocess import prepare_face
+
+    crops = (np.clip(data.lfw_subset()[:100], 0.0, 1.0) * 255).round().astype(np.uint8)  # then 100 non-faces
+    return [prepare_face(np.repeat(crop[..., None], 3, axis=2), size) for crop in crops]
+
+
 def utkface_faces(directory: str | Path, n: int, seed: int = 0, size: int = INPUT_SIZE) -> list[np.ndarray]:
     """``n`` UTKFace aligned crops, drawn at random (fixed seed), prepared as face inputs.
 
