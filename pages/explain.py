@@ -55,3 +55,5 @@ explanations = widgets.explanations_or_none(analyzer, photo, face, list(targets.
 for head, explanation in (explanations or {}).items():
     with boxes[head]:
         widgets.explanation_view(explanation, face)
+        if head == "age":
+            st.caption(widgets.age_map_caution(method))

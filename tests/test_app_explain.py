@@ -58,6 +58,16 @@ def test_face_method_target_and_opacity_reach_the_explainer(fake):
     gender_calls = [c for c in fake.explain_calls if c[1] == "gender"]
     assert gender_calls[-1] == (1, "gender", None, "gradcam++", 0.8)
     assert any("asian" in c for c in at.get("image")[-1].captions)
+
+
+def test_the_age_map_says_how_far_to_trust_it_per_method(fake):
+    at = _explain_page()
+    at.button(key="explain_sample").click().run()
+    cautions = [c.value for c in at.caption if "age map" in c.value]
+    assert len(cautions) == 1 and "weakest" in cautions[0]
+    at.radio(key="explain_method").set_value("scorecam").run()
+    cautions = [c.value for c in at.caption if "age map" in c.value]
+    assert len(cautions) == 1 and "Prefer Grad-CAM" in cautions[0]
     assert set(at.radio(key="explain_method").options) >= {"Grad-CAM", "Grad-CAM++"}  # labels of the methods
 
 
