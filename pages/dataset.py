@@ -3,8 +3,7 @@
 import streamlit as st
 
 from model import settings
-from model.card import read_card
-from ui import dataset, dataset_charts, widgets
+from ui import dataset, dataset_charts, state, widgets
 
 widgets.page_header(
     "Dataset explorer",
@@ -12,7 +11,7 @@ widgets.page_header(
     "coarse ethnicity categories (plus CelebA photos for gender and East Asian adults for age). Imbalances here "
     "become accuracy gaps on the Model page.",
 )
-card = read_card()
+card = state.model_card()
 with st.sidebar:
     st.subheader("Data source")
     choices = ["card", "folder"]

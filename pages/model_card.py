@@ -3,11 +3,10 @@
 import streamlit as st
 
 from model import settings
-from model.card import read_card
-from ui import charts, widgets
+from ui import charts, state, widgets
 
 st.title("The model")
-card = read_card()
+card = state.model_card()
 if card is None:
     st.warning(f"No model card at {settings.model_card_path()}. It is written by training "
                "(python -m training.train), next to the model file.", icon=":material/description:")

@@ -50,21 +50,23 @@ def _cached_analyzer(model_path: str, modified: float):
     return build_analyzer(model_path)
 
 
-@st.cache_data(show_spinner=False, max_entries=2)
-def _cached_card(card_path: str, modified: float):
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _cached_card(card_path: str, version: tuple[int, int]):
+    """One parsed card per file version, shared (not copied per call: the pages only read it)."""
     from model.card import read_card
 
     return read_card(card_path)
 
 
 def model_card():
-    """The served model's card (None when it has none), read once per file version."""
+    """The served model's card (None when it has none), read once per file version: every page
+    and each face card ask for it on every rerun."""
     path = settings.model_card_path()
     try:
-        modified = path.stat().st_mtime
+        stat = path.stat()
     except OSError:
         return None
-    return _cached_card(str(path), modified)
+    return _cached_card(str(path), (stat.st_mtime_ns, stat.st_size))  # a rewrite changes one or both
 
 
 def get_analyzer():
