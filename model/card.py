@@ -15,6 +15,18 @@ from pathlib import Path
 from typing import Any
 
 
+@dataclass(frozen=True)
+class MapCheck:
+    """One head's heat maps checked by occlusion on one set of faces (training.gradcam_faithfulness):
+    how much hiding the map's hottest pixels moved the explained output, against random blobs."""
+
+    faces_label: str  # e.g. "200 UTKFace faces"
+    faces: int
+    drop_hot: float  # mean drop of the output (years for age, probability for the classes)
+    drop_random: float
+    t_stat: float  # paired t of hot minus random over the faces
+
+
 @dataclass
 class ModelCard:
     """What a shipped model is, what it learned from and how well it does."""
@@ -36,6 +48,9 @@ class ModelCard:
     evaluations: dict[str, Any] = field(default_factory=dict)  # source -> {"val", "test", "test_degraded"}
     framing_jitter: dict[str, Any] = field(default_factory=dict)  # source -> training.robustness.jitter_spread
     training: dict[str, Any] = field(default_factory=dict)  # minutes, machine, config, history
+    # training.gradcam_faithfulness --card: {"fraction", "sets": {name: {"label", "faces", "results":
+    # {method: {head: {"drop_hot", "drop_random", "wins", "t"}}}}}}
+    faithfulness: dict[str, Any] = field(default_factory=dict)
     licence: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # keys this class does not know
 
@@ -46,6 +61,19 @@ class ModelCard:
         accuracy, n = row.get("gender_accuracy"), int(row.get("n") or 0)
         return (float(accuracy), n) if accuracy is not None and n >= min_faces else None
 
+    def map_checks(self, method: str, head: str) -> list[MapCheck]:
+        """Occlusion checks of this method's maps for ``head``, one per face set the card holds
+        (largest set first); empty when the model's maps were never checked."""
+        checks = []
+        for name, entry in ((self.faithfulness or {}).get("sets") or {}).items():
+            row = ((entry.get("results") or {}).get(method) or {}).get(head)
+            if row:
+                t = row.get("t")
+                checks.append(MapCheck(str(entry.get("label") or name), int(entry.get("faces") or 0),
+                                       float(row["drop_hot"]), float(row["drop_random"]),
+                                       float("nan") if t is None else float(t)))
+        return sorted(checks, key=lambda c: -c.faces)
+
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ModelCard:
         known = {f.name for f in fields(cls)} - {"extra"}
@@ -55,8 +83,9 @@ class ModelCard:
     def to_dict(self) -> dict[str, Any]:
         """The card as JSON-able dict, keys in field order (``extra`` merged in)."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
-        if not out["calibration"]:  # cards exported before read-out calibration have no such key
-            del out["calibration"]
+        for key in ("calibration", "faithfulness"):  # older cards have no such key; keep them as they were
+            if not out[key]:
+                del out[key]
         return {**out, **self.extra}
 
     def write(self, path: str | Path) -> Path:

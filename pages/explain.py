@@ -55,5 +55,4 @@ explanations = widgets.explanations_or_none(analyzer, photo, face, list(targets.
 for head, explanation in (explanations or {}).items():
     with boxes[head]:
         widgets.explanation_view(explanation, face)
-        if head == "age":
-            st.caption(widgets.age_map_caution(method))
+        st.caption(photos.map_trust_note(state.model_card(), method, head))

@@ -60,14 +60,17 @@ def test_face_method_target_and_opacity_reach_the_explainer(fake):
     assert any("asian" in c for c in at.get("image")[-1].captions)
 
 
-def test_the_age_map_says_how_far_to_trust_it_per_method(fake):
+def test_each_map_says_how_far_to_trust_it_from_the_served_models_card(fake):
     at = _explain_page()
     at.button(key="explain_sample").click().run()
-    cautions = [c.value for c in at.caption if "age map" in c.value]
-    assert len(cautions) == 1 and "weakest" in cautions[0]
+    notes = [c.value for c in at.caption if "hottest fifth" in c.value or "not checked" in c.value]
+    assert len(notes) == 3  # one per head, from the generated card's study
+    assert "200 UTKFace faces (it points at what matters, t = 2.9)" in notes[0]
+    assert "moved the probability by 5.0 against 2.0 points" in notes[1]
+    assert "not checked" in notes[2]  # the card has no ethnicity check
     at.radio(key="explain_method").set_value("scorecam").run()
-    cautions = [c.value for c in at.caption if "age map" in c.value]
-    assert len(cautions) == 1 and "Prefer Grad-CAM" in cautions[0]
+    age = next(c.value for c in at.caption if "hottest fifth" in c.value)
+    assert "random patches mattered more" in age and "Prefer Grad-CAM" in age
     assert set(at.radio(key="explain_method").options) >= {"Grad-CAM", "Grad-CAM++"}  # labels of the methods
 
 

@@ -117,6 +117,32 @@ def test_gender_note_quotes_the_cards_accuracy_for_hard_age_groups(tmp_path):
     assert photos.gender_age_note(card, "0-2") is None
 
 
+def test_map_trust_note_quotes_the_served_models_own_occlusion_study(tmp_path):
+    card = read_card(write_model_card(tmp_path / "card.json"))
+    checks = card.map_checks("gradcam", "age")
+    assert [(c.faces_label, c.faces, c.t_stat) for c in checks] == [("200 UTKFace faces", 200, 2.9),
+                                                                   ("100 LFW faces", 100, -2.2)]  # largest first
+    age = photos.map_trust_note(card, "gradcam", "age")
+    assert "by 2.3 against 1.5 years on 200 UTKFace faces (it points at what matters, t = 2.9)" in age
+    assert "by 10.9 against 11.3 years on 100 LFW faces (random patches mattered more, t = -2.2)" in age
+    assert "Prefer" not in age and "hint" not in age  # trusted on the larger set
+    gender = photos.map_trust_note(card, "gradcam", "gender")
+    assert "moved the probability by 5.0 against 2.0 points on 200 UTKFace faces" in gender
+    score_age = photos.map_trust_note(card, "scorecam", "age")
+    assert "random patches mattered more" in score_age and score_age.endswith("Prefer Grad-CAM for this head.")
+    unchecked = photos.map_trust_note(card, "gradcam++", "ethnicity")
+    assert "not checked" in unchecked and "hints" in unchecked
+    assert photos.map_trust_note(None, "gradcam", "age") == unchecked
+    card.faithfulness["sets"]["utkface"]["results"]["gradcam"]["age"]["t"] = 1.2  # weak, and no better method
+    assert photos.map_trust_note(card, "gradcam", "age").endswith("(no clearer than chance, t = 1.2), and by 10.9 "
+                                                                 "against 11.3 years on 100 LFW faces (random patches "
+                                                                 "mattered more, t = -2.2). Read it as a hint.")
+    card.faithfulness["sets"]["utkface"]["results"]["gradcam"]["age"]["t"] = None  # below two faces
+    assert "t = nan" in photos.map_trust_note(card, "gradcam", "age")
+    card.faithfulness = {}
+    assert "faithfulness" not in card.to_dict()  # cards without a study keep their shape
+
+
 def test_build_analyzer_explains_a_missing_model(tmp_path):
     with pytest.raises(state.ModelMissingError, match="FACELENS_MODEL"):
         state.build_analyzer(tmp_path / "absent.keras")

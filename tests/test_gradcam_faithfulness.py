@@ -137,3 +137,45 @@ def test_each_head_is_faithful_on_average_over_real_utkface_faces(trained_analyz
             f"{row.head}: hiding the hottest fifth lowers the output by {row.drop_hot:.3f} on average over "
             f"200 faces, random blobs by {row.drop_random:.3f} (hot wins {row.wins}/200)"
         )
+
+
+def _rows(method: str, t_age: float, faces: int = 50) -> list[study.OcclusionSummary]:
+    return [study.OcclusionSummary("age", method, faces, 2.0, 1.0, 30, t_age),
+            study.OcclusionSummary("gender", method, faces, 0.05, 0.01, 40, float("nan"))]
+
+
+def test_the_study_is_stored_in_the_card_and_merged_with_earlier_runs(tmp_path):
+    from model.card import ModelCard, read_card
+
+    path = ModelCard(name="m").write(tmp_path / "card.json")
+    study.write_to_card(path, study.card_section({"utkface": ("50 UTKFace faces", _rows("gradcam", 2.5))}))
+    study.write_to_card(path, study.card_section({"utkface": ("50 UTKFace faces", _rows("scorecam", -1.0)),
+                                                  "lfw": ("50 LFW faces", _rows("gradcam", 0.5))}))
+    card = read_card(path)
+    assert card.faithfulness["fraction"] == study.OCCLUSION_FRACTION
+    assert set(card.faithfulness["sets"]["utkface"]["results"]) == {"gradcam", "scorecam"}  # merged, same faces
+    assert card.faithfulness["sets"]["utkface"]["results"]["gradcam"]["gender"]["t"] is None  # NaN is not JSON
+    assert [(c.faces_label, c.t_stat) for c in card.map_checks("gradcam", "age")] == [
+        ("50 UTKFace faces", 2.5), ("50 LFW faces", 0.5)]
+    # a study on another number of faces replaces the set's results instead of mixing them
+    study.write_to_card(path, study.card_section({"utkface": ("80 UTKFace faces", _rows("gradcam", 1.0, 80))}))
+    again = read_card(path).faithfulness["sets"]
+    assert (again["utkface"]["label"], again["utkface"]["faces"]) == ("80 UTKFace faces", 80)
+    assert set(again["utkface"]["results"]) == {"gradcam"} and set(again["lfw"]["results"]) == {"gradcam"}
+    with pytest.raises(ValueError, match="no readable model card"):
+        study.write_to_card(tmp_path / "absent.json", study.card_section({}))
+
+
+@pytest.mark.slow
+def test_the_cli_checks_lfw_faces_and_writes_the_card(untrained_model_path, tmp_path, capsys):
+    from model.card import ModelCard, read_card
+
+    path = ModelCard(name="m").write(tmp_path / "card.json")
+    assert study.main(["--model", str(untrained_model_path), "--utkface", "0", "--lfw", "3",
+                       "--methods", "gradcam", "--card", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "astronaut x5" in out and "3 LFW faces" in out and "stored in" in out
+    checks = read_card(path).map_checks("gradcam", "ethnicity")
+    assert [(c.faces_label, c.faces) for c in checks] == [("3 LFW faces (25-pixel grayscale)", 3)]
+    with pytest.raises(SystemExit):
+        study.main(["--lfw", "101"])

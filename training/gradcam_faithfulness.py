@@ -3,9 +3,12 @@
 Hiding a map's hottest pixels must lower the explained output (the target class
 probability, or the expected age in years) more than hiding random blobs of the same
 area. Run on the astronaut portrait and four variants (shipped with scikit-image)
-and, when a UTKFace folder is configured, on UTKFace crops:
+on scikit-image's 100 LFW faces and, when a UTKFace folder is configured, on UTKFace
+crops. ``--card`` stores the LFW and UTKFace results in the model card, where the Explain
+page reads how far to trust each map of the model it serves:
 
-    python -m training.gradcam_faithfulness [--model PATH] [--utkface 100] [--methods gradcam scorecam]
+    python -m training.gradcam_faithfulness [--model PATH] [--utkface 200] [--lfw 100] \
+        [--methods gradcam scorecam] [--card model/model_card.json]
 """
 
 from __future__ import annotations
@@ -274,13 +277,55 @@ def utkface_faces(directory: str | Path, n: int, seed: int = 0, size: int = INPU
     return faces
 
 
+def card_section(sets: Mapping[str, tuple[str, Sequence[OcclusionSummary]]],
+                 fraction: float = OCCLUSION_FRACTION) -> dict[str, Any]:
+    """The model card's ``faithfulness`` section (model.card.ModelCard.map_checks reads it):
+    ``sets`` maps a short name to (what the faces are, the summaries of every method and head)."""
+    out: dict[str, Any] = {"fraction": fraction, "sets": {}}
+    for name, (label, rows) in sets.items():
+        results: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            results.setdefault(row.method, {})[row.head] = {
+                "drop_hot": round(row.drop_hot, 4), "drop_random": round(row.drop_random, 4), "wins": row.wins,
+                "t": round(row.t_stat, 2) if np.isfinite(row.t_stat) else None}
+        out["sets"][name] = {"label": label, "faces": max((row.faces for row in rows), default=0),
+                             "results": results}
+    return out
+
+
+def write_to_card(path: str | Path, section: Mapping[str, Any]) -> Path:
+    """Store ``section`` as the card's ``faithfulness``, merging with the sets it already has
+    (a Score-CAM run later does not erase an earlier Grad-CAM one)."""
+    from model.card import read_card
+
+    card = read_card(path)
+    if card is None:
+        raise ValueError(f"no readable model card at {path}")
+    merged = dict(card.faithfulness or {})
+    merged["fraction"] = section["fraction"]
+    sets = dict(merged.get("sets") or {})
+    for name, entry in section["sets"].items():
+        old = sets.get(name) or {}
+        same_faces = old.get("faces") == entry["faces"]
+        results = {**(old.get("results") or {}), **entry["results"]} if same_faces else dict(entry["results"])
+        sets[name] = {**entry, "results": results}
+    merged["sets"] = sets
+    card.faithfulness = merged
+    return card.write(path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.gradcam_faithfulness", description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=None, help="model file (default: FACELENS_MODEL or the shipped one)")
-    parser.add_argument("--utkface", type=int, default=100,
+    parser.add_argument("--utkface", type=int, default=200,
                         help="also this many UTKFace crops when UTKFACE_DIR (or ../shared) has them")
+    parser.add_argument("--lfw", type=int, default=100, help="this many of scikit-image's LFW faces (at most 100)")
     parser.add_argument("--methods", nargs="+", default=list(CAM_METHODS), choices=list(CAM_METHODS))
+    parser.add_argument("--card", default=None,
+                        help="store the LFW and UTKFace results in this model card (the Explain page shows them)")
     args = parser.parse_args(argv)
+    if not 0 <= args.lfw <= 100:
+        parser.error("--lfw takes 0 to 100 faces")
 
     from model import settings
     from model.analyzer import FaceAnalyzer
@@ -294,16 +339,26 @@ def main(argv: Sequence[str] | None = None) -> int:
           "drop of the target probability, or of the expected age in years")
     sets = [("astronaut x5 (face box)",
              occlusion_on_photos(analyzer, astronaut_variants(), explainer, args.methods))]
+    for_card: dict[str, tuple[str, list[OcclusionSummary]]] = {}
     folder = settings.utkface_dir()
     if folder is not None and args.utkface > 0:
         faces = utkface_faces(folder, args.utkface, size=explainer.input_size)
-        sets.append((f"UTKFace x{len(faces)} (whole crop)",
-                     summarize_occlusion(explainer, faces, methods=args.methods, n_random=8)))
+        for_card["utkface"] = (f"{len(faces)} UTKFace faces",
+                               summarize_occlusion(explainer, faces, methods=args.methods, n_random=8))
+    if args.lfw > 0:
+        faces = lfw_faces(explainer.input_size)[: args.lfw]
+        for_card["lfw"] = (f"{len(faces)} LFW faces (25-pixel grayscale)",
+                           summarize_occlusion(explainer, faces, methods=args.methods, n_random=8))
+    sets += list(for_card.values())
     for label, rows in sets:
         for row in rows:
             print(f"{label:26s} {row.method:10s} {row.head:10s} hot {row.drop_hot:+8.3f}  random "
                   f"{row.drop_random:+8.3f}  hot wins {row.wins:3d}/{row.faces:<3d} t={row.t_stat:+5.1f}  "
                   f"{'faithful' if row.faithful else 'NOT faithful'}")
+    if args.card:
+        if not for_card:
+            parser.error("--card needs UTKFace or LFW faces (the astronaut is one person)")
+        print(f"stored in {write_to_card(args.card, card_section(for_card))}")
     return 0
 
 

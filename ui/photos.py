@@ -20,7 +20,7 @@ import pandas as pd
 
 from model import image_io, settings
 from model.labels import gender_headline
-from model.results import photo_notes
+from model.results import CAM_METHODS, photo_notes
 
 #: File types the app reads (lower case, without the dot), and the same for people to read.
 UPLOAD_TYPES: tuple[str, ...] = image_io.IMAGE_FORMATS
@@ -210,6 +210,46 @@ def gender_age_note(card, age_group: str) -> str | None:
     verdict = "about a coin flip" if accuracy < 0.6 else "often wrong"
     return (f"Gender is hard to read at this age: on {n} held-out faces aged {age_group} the model was right "
             f"{accuracy:.0%} of the time ({verdict}), whatever its probability says.")
+
+
+#: Paired t of hot minus random occlusion above which a map "points at what matters".
+MAP_TRUST_T: float = 2.0
+
+
+def _map_check_text(check, head: str) -> str:
+    scale, unit = (1.0, "years") if head == "age" else (100.0, "points")
+    if check.t_stat >= MAP_TRUST_T:
+        verdict = "it points at what matters"
+    elif check.t_stat > 0:
+        verdict = "no clearer than chance"
+    else:
+        verdict = "random patches mattered more"
+    return (f"by {scale * check.drop_hot:.1f} against {scale * check.drop_random:.1f} {unit} on "
+            f"{check.faces_label} ({verdict}, t = {check.t_stat:.1f})")
+
+
+def _trusted(card, method: str, head: str) -> bool:
+    checks = card.map_checks(method, head)
+    return bool(checks) and checks[0].t_stat >= MAP_TRUST_T
+
+
+def map_trust_note(card, method: str, head: str) -> str:
+    """Under a heat map: how far to trust it, from the served model's own occlusion study
+    (training.gradcam_faithfulness --card). A map that looks plausible can still point at
+    pixels the network does not use; the card says whether hiding the hottest fifth of the
+    face moved the answer more than hiding random patches of the same size (largest face
+    set first; the verdict follows it)."""
+    checks = card.map_checks(method, head) if card is not None else []
+    if not checks:
+        return ("This model's heat maps were not checked by occlusion "
+                "(`python -m training.gradcam_faithfulness --card`): read them as hints.")
+    what = "the age" if head == "age" else "the probability"
+    text = (f"Hiding this map's hottest fifth, against random patches of the same size, moved {what} "
+            + ", and ".join(_map_check_text(c, head) for c in checks) + ".")
+    if not _trusted(card, method, head):
+        better = [name for m, name in CAM_METHODS.items() if m != method and _trusted(card, m, head)]
+        text += f" Prefer {better[0]} for this head." if better else " Read it as a hint."
+    return text
 
 
 def box_colour(index: int) -> tuple[int, int, int]:

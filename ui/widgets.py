@@ -188,18 +188,6 @@ def explanation_view(explanation, face) -> None:
                        key=f"explain_download_{explanation.head}", icon=":material/download:")
 
 
-def age_map_caution(method: str) -> str:
-    """Under the age map: the occlusion study (README, "Do the maps point at what matters?") found
-    the age head's maps the weakest, and only Grad-CAM's faithful for the shipped model."""
-    if method == "gradcam":
-        return ("The age map is the weakest of the three: for the shipped model, hiding its hottest fifth moved "
-                "the age more than hiding random patches over 200 UTKFace faces (2.3 against 1.5 years), but "
-                "over 60 of them no more than chance. Read it as a hint.")
-    return ("For the shipped model this method's age map did not point at what moves the age: hiding its "
-            "hottest fifth moved the age less than hiding random patches on 200 UTKFace faces. Prefer Grad-CAM "
-            "for age.")
-
-
 def method_label(method: str) -> str:
     return CAM_METHODS.get(method, method)
 
