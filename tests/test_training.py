@@ -263,6 +263,10 @@ def test_multi_source_training_with_partial_labels_and_ranges(tmp_path, monkeypa
     card2 = json.loads((out2.parent / "model_card.json").read_text())
     assert card2["weights"] == str(soup) and set(card2["evaluations"]) == {"gen", "rng"}
     assert len(card2["training"]["history"]) == 3  # nothing more was trained
+    # the soup's recipe (written beside it) reaches the card; the Model page names its ingredients
+    assert card2["training"]["soup"] == {"models": [str(tmp_path / "run" / "best.keras"),
+                                                    str(tmp_path / "run" / "last.keras")], "weights": [0.5, 0.5]}
+    assert "soup" not in card["training"]
     # The evaluation tools read the prepared crops at the model's own input size (48 here).
     from training.evaluate import main as evaluate_main
     from training.robustness import main as robustness_main

@@ -90,6 +90,7 @@ def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes:
     from model.architecture import build_model
     from model.calibration import calibration_path
     from model.inference import Predictor
+    from training.soup import read_recipe
     from training.calibrate import calibrate_model
     from training.evaluate import degraded_reports
     from training.robustness import jitter_sample, jitter_spread
@@ -151,6 +152,7 @@ def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes:
             "machine": machine_description(),
             "config": {k: v for k, v in asdict(cfg).items() if k not in ("verbose",)},
             "history": read_history(run_dir / "history.csv"),
+            **({"soup": recipe} if weights_from and (recipe := read_recipe(weights_from)) else {}),
         },
         licence=LICENCE_NOTE,
     )

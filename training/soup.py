@@ -31,6 +31,20 @@ def average_weights(weight_lists: list[list[np.ndarray]], mix: list[float]) -> l
             for i in range(len(weight_lists[0]))]
 
 
+def recipe_path(soup_path: str | Path) -> Path:
+    """Beside the soup: which models it averages and with what weights (export puts it in the card)."""
+    return Path(soup_path).with_suffix(".soup.json")
+
+
+def read_recipe(model_path: str | Path) -> dict | None:
+    """The soup recipe of ``model_path``; None when it is not a soup (or the file is unreadable)."""
+    try:
+        recipe = json.loads(recipe_path(model_path).read_text())
+    except (OSError, ValueError):
+        return None
+    return recipe if isinstance(recipe, dict) else None
+
+
 def main(argv: list[str] | None = None) -> int:
     from model.architecture import build_model, load_model
 
@@ -45,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     soup.set_weights(average_weights([m.get_weights() for m in models], mix))
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     soup.save(args.output)
-    print(json.dumps({"output": args.output, "models": args.model, "weights": mix}))
+    recipe = {"models": args.model, "weights": mix}
+    recipe_path(args.output).write_text(json.dumps(recipe, indent=2))
+    print(json.dumps({"output": args.output, **recipe}))
     return 0
 
 
