@@ -90,10 +90,10 @@ def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes:
     from model.architecture import build_model
     from model.calibration import calibration_path
     from model.inference import Predictor
-    from training.soup import read_recipe
     from training.calibrate import calibrate_model
     from training.evaluate import degraded_reports
     from training.robustness import jitter_sample, jitter_spread
+    from training.soup import read_recipe
 
     best = keras.saving.load_model(weights_from or run_dir / "best.keras", compile=False)
     model = build_model(cfg.input_size)
