@@ -137,6 +137,8 @@ def test_map_trust_note_quotes_the_served_models_own_occlusion_study(tmp_path):
     assert photos.map_trust_note(card, "gradcam", "age").endswith("(no clearer than chance, t = 1.2), and by 10.9 "
                                                                  "against 11.3 years on 100 LFW faces (random patches "
                                                                  "mattered more, t = -2.2). Read it as a hint.")
+    card.faithfulness["sets"]["utkface"]["results"]["gradcam"]["age"]["drop_hot"] = -0.04
+    assert "by 0.0 against 1.5 years" in photos.map_trust_note(card, "gradcam", "age")  # not "-0.0"
     card.faithfulness["sets"]["utkface"]["results"]["gradcam"]["age"]["t"] = None  # below two faces
     assert "t = nan" in photos.map_trust_note(card, "gradcam", "age")
     card.faithfulness = {}

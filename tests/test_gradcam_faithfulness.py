@@ -85,6 +85,9 @@ def test_summarize_occlusion_averages_over_faces():
     (row,) = study.summarize_occlusion(CentreBrightness(), faces, heads=("ethnicity",), n_random=4)
     assert (row.head, row.method, row.faces, row.wins) == ("ethnicity", "gradcam", 3, 3)
     assert row.faithful and row.drop_hot > 0.3 and np.isfinite(row.t_stat) and row.t_stat > 0
+    # the printed verdict asks for t >= 2, as the Explain page does: a higher mean alone can be chance
+    assert [study.OcclusionSummary("age", "gradcam", 9, hot, 1.0, 5, t).verdict
+            for hot, t in ((2.0, 2.5), (1.2, 1.6), (0.5, -3.0))] == ["faithful", "not clearly (t < 2)", "NOT faithful"]
 
 
 @pytest.fixture(scope="module")
@@ -174,8 +177,8 @@ def test_the_cli_checks_lfw_faces_and_writes_the_card(untrained_model_path, tmp_
     assert study.main(["--model", str(untrained_model_path), "--utkface", "0", "--lfw", "3",
                        "--methods", "gradcam", "--card", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "astronaut x5" in out and "3 LFW faces" in out and "stored in" in out
+    assert "astronaut x5" in out and "3 small grayscale LFW faces" in out and "stored in" in out
     checks = read_card(path).map_checks("gradcam", "ethnicity")
-    assert [(c.faces_label, c.faces) for c in checks] == [("3 LFW faces (25-pixel grayscale)", 3)]
+    assert [(c.faces_label, c.faces) for c in checks] == [("3 small grayscale LFW faces", 3)]
     with pytest.raises(SystemExit):
         study.main(["--lfw", "101"])

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from model.align import apply_affine
+from model.card import MAP_TRUST_T
 from model.heatmap_draw import predicted_target
 from model.labels import HEAD_NAMES
 from model.results import CAM_METHODS, DEFAULT_CAM_METHOD
@@ -154,6 +155,13 @@ class OcclusionSummary:
     @property
     def faithful(self) -> bool:
         return self.drop_hot > self.drop_random
+
+    @property
+    def verdict(self) -> str:
+        """As the Explain page words it (model.card.MAP_TRUST_T): a higher mean drop alone can be chance."""
+        if self.t_stat >= MAP_TRUST_T:
+            return "faithful"
+        return "not clearly (t < 2)" if self.faithful else "NOT faithful"
 
 
 def summarize_occlusion(
@@ -347,14 +355,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                summarize_occlusion(explainer, faces, methods=args.methods, n_random=8))
     if args.lfw > 0:
         faces = lfw_faces(explainer.input_size)[: args.lfw]
-        for_card["lfw"] = (f"{len(faces)} LFW faces (25-pixel grayscale)",
+        for_card["lfw"] = (f"{len(faces)} small grayscale LFW faces",
                            summarize_occlusion(explainer, faces, methods=args.methods, n_random=8))
     sets += list(for_card.values())
     for label, rows in sets:
         for row in rows:
             print(f"{label:26s} {row.method:10s} {row.head:10s} hot {row.drop_hot:+8.3f}  random "
                   f"{row.drop_random:+8.3f}  hot wins {row.wins:3d}/{row.faces:<3d} t={row.t_stat:+5.1f}  "
-                  f"{'faithful' if row.faithful else 'NOT faithful'}")
+                  f"{row.verdict}")
     if args.card:
         if not for_card:
             parser.error("--card needs UTKFace or LFW faces (the astronaut is one person)")

@@ -212,25 +212,22 @@ def gender_age_note(card, age_group: str) -> str | None:
             f"{accuracy:.0%} of the time ({verdict}), whatever its probability says.")
 
 
-#: Paired t of hot minus random occlusion above which a map "points at what matters".
-MAP_TRUST_T: float = 2.0
-
-
 def _map_check_text(check, head: str) -> str:
     scale, unit = (1.0, "years") if head == "age" else (100.0, "points")
-    if check.t_stat >= MAP_TRUST_T:
+    if check.trusted:
         verdict = "it points at what matters"
     elif check.t_stat > 0:
         verdict = "no clearer than chance"
     else:
         verdict = "random patches mattered more"
-    return (f"by {scale * check.drop_hot:.1f} against {scale * check.drop_random:.1f} {unit} on "
+    hot, random = (round(scale * v, 1) + 0.0 for v in (check.drop_hot, check.drop_random))  # no "-0.0"
+    return (f"by {hot:.1f} against {random:.1f} {unit} on "
             f"{check.faces_label} ({verdict}, t = {check.t_stat:.1f})")
 
 
 def _trusted(card, method: str, head: str) -> bool:
     checks = card.map_checks(method, head)
-    return bool(checks) and checks[0].t_stat >= MAP_TRUST_T
+    return bool(checks) and checks[0].trusted
 
 
 def map_trust_note(card, method: str, head: str) -> str:
