@@ -108,7 +108,7 @@ def test_gender_and_ethnicity_maps_are_faithful_over_a_hundred_lfw_faces(trained
     probabilities more than random blobs, on average over scikit-image's 100 LFW faces
     (different people; the astronaut and its variants are one face, whose verdict flipped
     between checkpoints). Measured: gender t = 10.3 and ethnicity t = 3.5-5.1 for the three
-    latest models. The age head is left to the UTKFace test below: on 25-pixel grayscale
+    latest models (one a candidate not shipped). The age head is left to the UTKFace test below: on 25-pixel grayscale
     faces any fifth hidden moves the age by 9-12 years, and the hottest fifth less than
     random blobs for each of those models (t = -1.4 to -3.7)."""
     from model.gradcam import GradCamExplainer
@@ -132,8 +132,8 @@ def test_each_head_is_faithful_on_average_over_real_utkface_faces(trained_analyz
     explainer = GradCamExplainer(trained_analyzer.model)
     # 200 faces: at 60 the age head's comparison was a coin flip for each of three models
     # (t between -0.4 and +0.5). At 200 the age map's hot fifth beats random on average for
-    # the last two shipped models, but clearly (t >= 2) only for the one before (2.9 and 1.6);
-    # the Explain page quotes the card's t, so this checks only the direction.
+    # the shipped model (t = 2.9) and a later candidate (1.6, not clearly); the Explain page
+    # quotes the card's t, so this checks only the direction.
     faces = study.utkface_faces(settings.utkface_dir(), 200, seed=0, size=explainer.input_size)
     rows = study.summarize_occlusion(explainer, faces, n_random=8)
     for row in rows:
