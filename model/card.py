@@ -32,7 +32,16 @@ class MapCheck:
 
     @property
     def trusted(self) -> bool:
-        return self.t_stat >= MAP_TRUST_T
+        return map_verdict(self.t_stat) == "trusted"
+
+
+def map_verdict(t_stat: float) -> str:
+    """"trusted" (t >= MAP_TRUST_T), "unclear" (hot beat random on average, not clearly) or
+    "against" (random patches mattered as much or more): the study's printout and the Explain
+    page word the same three cases."""
+    if t_stat >= MAP_TRUST_T:
+        return "trusted"
+    return "unclear" if t_stat > 0 else "against"
 
 
 @dataclass

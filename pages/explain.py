@@ -52,7 +52,8 @@ for head, box in boxes.items():
                                      disabled=head == "age")
 # All three maps in one batched call: one spinner, and one message if it fails.
 explanations = widgets.explanations_or_none(analyzer, photo, face, list(targets.items()), method=method, alpha=alpha)
+card = state.model_card()
 for head, explanation in (explanations or {}).items():
     with boxes[head]:
         widgets.explanation_view(explanation, face)
-        st.caption(photos.map_trust_note(state.model_card(), method, head))
+        st.caption(photos.map_trust_note(card, method, head))

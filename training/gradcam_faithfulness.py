@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from model.align import apply_affine
-from model.card import MAP_TRUST_T
+from model.card import MAP_TRUST_T, map_verdict
 from model.heatmap_draw import predicted_target
 from model.labels import HEAD_NAMES
 from model.results import CAM_METHODS, DEFAULT_CAM_METHOD
@@ -159,9 +159,9 @@ class OcclusionSummary:
     @property
     def verdict(self) -> str:
         """As the Explain page words it (model.card.MAP_TRUST_T): a higher mean drop alone can be chance."""
-        if self.t_stat >= MAP_TRUST_T:
-            return "faithful"
-        return "not clearly (t < 2)" if self.faithful else "NOT faithful"
+        return {"trusted": "faithful", "unclear": f"not clearly (t < {MAP_TRUST_T:g})",
+                "against": "NOT faithful"}[map_verdict(self.t_stat if np.isfinite(self.t_stat)
+                                                       else float(self.faithful))]  # one face: no t
 
 
 def summarize_occlusion(

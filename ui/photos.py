@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from model import image_io, settings
+from model.card import map_verdict
 from model.labels import gender_headline
 from model.results import CAM_METHODS, photo_notes
 
@@ -212,22 +213,16 @@ def gender_age_note(card, age_group: str) -> str | None:
             f"{accuracy:.0%} of the time ({verdict}), whatever its probability says.")
 
 
+#: How the Explain page words model.card.map_verdict's three cases.
+MAP_VERDICT_TEXT: dict[str, str] = {"trusted": "it points at what matters", "unclear": "no clearer than chance",
+                                    "against": "random patches mattered more"}
+
+
 def _map_check_text(check, head: str) -> str:
     scale, unit = (1.0, "years") if head == "age" else (100.0, "points")
-    if check.trusted:
-        verdict = "it points at what matters"
-    elif check.t_stat > 0:
-        verdict = "no clearer than chance"
-    else:
-        verdict = "random patches mattered more"
     hot, random = (round(scale * v, 1) + 0.0 for v in (check.drop_hot, check.drop_random))  # no "-0.0"
     return (f"by {hot:.1f} against {random:.1f} {unit} on "
-            f"{check.faces_label} ({verdict}, t = {check.t_stat:.1f})")
-
-
-def _trusted(card, method: str, head: str) -> bool:
-    checks = card.map_checks(method, head)
-    return bool(checks) and checks[0].trusted
+            f"{check.faces_label} ({MAP_VERDICT_TEXT[map_verdict(check.t_stat)]}, t = {check.t_stat:.1f})")
 
 
 def map_trust_note(card, method: str, head: str) -> str:
@@ -243,8 +238,9 @@ def map_trust_note(card, method: str, head: str) -> str:
     what = "the age" if head == "age" else "the probability"
     text = (f"Hiding this map's hottest fifth, against random patches of the same size, moved {what} "
             + ", and ".join(_map_check_text(c, head) for c in checks) + ".")
-    if not _trusted(card, method, head):
-        better = [name for m, name in CAM_METHODS.items() if m != method and _trusted(card, m, head)]
+    if not checks[0].trusted:
+        better = [name for m, name in CAM_METHODS.items()
+                  if m != method and (other := card.map_checks(m, head)) and other[0].trusted]
         text += f" Prefer {better[0]} for this head." if better else " Read it as a hint."
     return text
 
