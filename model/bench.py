@@ -40,15 +40,19 @@ TARGET_MODEL_MS_PER_FACE = 15.0
 TARGET_COLD_START_S = 10.0
 TARGET_READOUT_MS_PER_FACE = 2.0
 
+# Peak memory from /proc's VmHWM: Linux carries ru_maxrss over exec, so a child started by
+# a big benchmark process would report the parent's peak.
 _COLD_START_CODE = """
-import resource, sys, time
+import re, sys, time
 t0 = time.perf_counter()
 from model import FaceAnalyzer
 analyzer = FaceAnalyzer({model!r})
 t1 = time.perf_counter()
 faces = analyzer.analyze(sys.stdin.buffer.read())
 t2 = time.perf_counter()
-print(t1 - t0, t2 - t1, len(faces), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+with open("/proc/self/status") as status:
+    peak_kib = re.search(r"VmHWM:\\s*(\\d+)", status.read()).group(1)
+print(t1 - t0, t2 - t1, len(faces), peak_kib)
 """
 
 
@@ -124,18 +128,27 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  pipeline / bare MTCNN = {median_ms(stages['total']) / floor:.2f} by medians, "
           f"{min(stages['total']) / min(bare_times):.2f} by minima (target <= {TARGET_RATIO})")
 
-    from model.inference import Predictor
+    from model.inference import ENGINES, Predictor
 
     face = faces[0].face_input if faces else np.zeros((analyzer.input_size, analyzer.input_size, 3), np.uint8)
-    for flip in (analyzer.flip_tta, not analyzer.flip_tta):
-        # The other setting keeps the read-out calibration, so both figures include its cost.
-        predictor = (analyzer.predictor if flip == analyzer.flip_tta
-                     else Predictor(analyzer.model, flip_tta=flip, calibration=analyzer.predictor.calibration))
-        for n in (1, 8):
-            batch = np.repeat(face[None], n, axis=0)
-            ms = 1000.0 * median_time(lambda batch=batch, predictor=predictor: predictor(batch), args.repeats)
-            print(f"  model step (flip_tta={flip}), batch of {n}: {ms:.1f} ms = {ms / n:.1f} ms per face "
-                  f"(target <= {TARGET_MODEL_MS_PER_FACE:.0f})")
+    engines = [analyzer.predictor.engine] + [e for e in ENGINES if e != analyzer.predictor.engine]
+    for engine in engines:
+        for flip in (analyzer.flip_tta, not analyzer.flip_tta):
+            # Other settings keep the read-out calibration, so every figure includes its cost.
+            predictor = (analyzer.predictor if (engine, flip) == (analyzer.predictor.engine, analyzer.flip_tta)
+                         else Predictor(analyzer.model, flip_tta=flip, calibration=analyzer.predictor.calibration,
+                                        engine=engine))
+            for n in (1, 8):
+                batch = np.repeat(face[None], n, axis=0)
+                ms = 1000.0 * median_time(lambda batch=batch, predictor=predictor: predictor(batch), args.repeats)
+                print(f"  model step ({engine}, flip_tta={flip}), batch of {n}: {ms:.1f} ms = {ms / n:.1f} ms "
+                      f"per face (target <= {TARGET_MODEL_MS_PER_FACE:.0f})")
+    if analyzer.predictor.engine == "litert":
+        from model.litert import convert
+
+        t0 = time.perf_counter()
+        convert(analyzer.predictor.network)
+        print(f"  LiteRT conversion (once per model and machine, then cached): {time.perf_counter() - t0:.1f} s")
 
     # The read-out calibration (unfamiliarity, age prior, interval, temperatures) on its own:
     # it runs on the features the model call already returned, for every face, live path included.

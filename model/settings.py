@@ -106,8 +106,14 @@ def flip_tta_override() -> bool | None:
     return _env_switch("FACELENS_FLIP_TTA")
 
 
+def inference_engine() -> str:
+    """``FACELENS_ENGINE``: "litert" (default: the network compiled for LiteRT, several
+    times faster on CPU) or "keras" (the reference path, e.g. to compare the two)."""
+    return os.environ.get("FACELENS_ENGINE", "").strip().lower() or "litert"
+
+
 def cache_dir() -> Path:
-    """Where training keeps decoded-image caches (``FACELENS_CACHE``)."""
+    """Where training keeps decoded-image caches and the app its LiteRT models (``FACELENS_CACHE``)."""
     return _path_from_env("FACELENS_CACHE", Path.home() / ".cache" / "facelens")
 
 

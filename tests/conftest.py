@@ -17,6 +17,23 @@ SHARED_UTKFACE = settings.SHARED_DATA_DIR / "utkface" / "UTKFace"
 SHARED_WEIGHTS = settings.SHARED_DATA_DIR / "weights" / "mobilenet_v2_1.0_imagenet_notop.weights.h5"
 
 
+def pytest_configure(config):
+    """Caches (decoded images, LiteRT conversions of the many throwaway test models) go to
+    a folder of this session, never into the user's ~/.cache/facelens."""
+    import tempfile
+
+    os.environ["FACELENS_CACHE"] = tempfile.mkdtemp(prefix="facelens-test-cache-")
+    config._facelens_cache = os.environ["FACELENS_CACHE"]
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    folder = getattr(config, "_facelens_cache", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def pytest_collection_modifyitems(config, items):
     if SHARED_UTKFACE.is_dir() and SHARED_WEIGHTS.is_file():
         return
