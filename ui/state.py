@@ -77,7 +77,8 @@ def get_analyzer():
     path = settings.model_path()
     try:
         modified = path.stat().st_mtime if path.is_file() else 0.0
-        with st.spinner("Loading the face model (first visit only, a few seconds)..."):
+        with st.spinner("Loading the face model (first visit only: a few seconds, up to half a minute "
+                        "on a machine's very first start, which compiles it for fast inference)..."):
             return _cached_analyzer(str(path), modified)
     except ModelMissingError as exc:
         st.error(str(exc))
