@@ -53,8 +53,11 @@ def model_path() -> Path:
 
 
 def model_card_path() -> Path:
-    """The model card beside the model (``FACELENS_MODEL_CARD`` overrides)."""
-    return _path_from_env("FACELENS_MODEL_CARD", DEFAULT_MODEL_CARD_PATH)
+    """The served model's card: ``FACELENS_MODEL_CARD``, else ``model_card.json`` beside the
+    model file (where export writes it; the shipped card for the shipped model). Not the
+    shipped card for any model: a retrained model served with ``FACELENS_MODEL`` must not
+    show the shipped model's figures as its own."""
+    return _path_from_env("FACELENS_MODEL_CARD", model_path().with_name(DEFAULT_MODEL_CARD_PATH.name))
 
 
 def utkface_dir() -> Path | None:

@@ -25,6 +25,16 @@ def test_environment_overrides(tmp_path, monkeypatch):
     assert settings.cache_dir() == tmp_path / "cache"
 
 
+def test_the_card_follows_the_served_model(tmp_path, monkeypatch):
+    monkeypatch.delenv("FACELENS_MODEL", raising=False)
+    monkeypatch.delenv("FACELENS_MODEL_CARD", raising=False)
+    assert settings.model_card_path() == settings.DEFAULT_MODEL_CARD_PATH
+    monkeypatch.setenv("FACELENS_MODEL", str(tmp_path / "run" / "m.keras"))
+    assert settings.model_card_path() == tmp_path / "run" / "model_card.json"  # where export wrote it
+    monkeypatch.setenv("FACELENS_MODEL_CARD", str(tmp_path / "card.json"))
+    assert settings.model_card_path() == tmp_path / "card.json"
+
+
 def test_missing_data_paths_give_none(tmp_path, monkeypatch):
     monkeypatch.setenv("UTKFACE_DIR", str(tmp_path / "nope"))
     monkeypatch.setenv("IMAGENET_WEIGHTS", str(tmp_path / "nope.h5"))
