@@ -12,6 +12,9 @@ if card is None:
                "(python -m training.train), next to the model file.", icon=":material/description:")
     st.stop()
 
+if (mismatch := state.card_mismatch()) is not None:
+    st.warning(mismatch, icon=":material/warning:")
+
 test = card.test_metrics or {}
 st.caption(f"{card.architecture}. Input {card.input.get('size', '?')} px RGB face crops. "
            f"Metrics on the held-out test split ({test.get('n', 0):,} faces, never seen in training or model "

@@ -97,6 +97,8 @@ def test_model_card_round_trips_the_shipped_card_and_unknown_keys(tmp_path):
     card = read_card(shipped)
     assert card.flip_tta is True and card.test_metrics["n"] > 0 and card.extra == {}
     assert card.to_dict() == json.loads(shipped.read_text())
+    # it describes the shipped weights (a model file replaced without its export would not)
+    assert card.describes(settings.DEFAULT_MODEL_PATH) is True
     (tmp_path / "newer.json").write_text(json.dumps({"name": "m", "fairness_audit": {"t": 1.2}}))
     newer = read_card(tmp_path / "newer.json")
     assert (newer.name, newer.extra) == ("m", {"fairness_audit": {"t": 1.2}})

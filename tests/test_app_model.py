@@ -93,6 +93,22 @@ def test_a_soup_says_what_it_averages(monkeypatch, tmp_path):
     assert len(captions) == 1 and "50% start.keras; 50% run best" in captions[0]
 
 
+def test_a_card_written_for_another_model_file_is_flagged(monkeypatch, tmp_path):
+    from model.card import file_sha256
+
+    model = tmp_path / "served.keras"
+    model.write_bytes(b"the served weights")
+    monkeypatch.setenv("FACELENS_MODEL", str(model))
+    card = write_model_card(tmp_path / "card.json")
+    assert not _page(monkeypatch, card).warning  # a card without the hash cannot tell: no warning
+    data = json.loads(card.read_text())
+    for sha, flagged in ((file_sha256(model), False), ("0" * 64, True)):
+        card.write_text(json.dumps({**data, "model_sha256": sha}))
+        warnings = [w.value for w in _page(monkeypatch, card).warning]
+        assert bool(warnings) == flagged
+    assert "written for another model file" in warnings[0] and str(model) in warnings[0]
+
+
 def test_missing_card_is_a_warning_not_a_crash(monkeypatch, tmp_path):
     at = _page(monkeypatch, tmp_path / "absent.json")
     assert "No model card" in at.warning[0].value

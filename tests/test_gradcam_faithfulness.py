@@ -171,6 +171,22 @@ def test_the_study_is_stored_in_the_card_and_merged_with_earlier_runs(tmp_path):
         study.write_to_card(tmp_path / "absent.json", study.card_section({}))
 
 
+def test_the_study_is_not_stored_in_another_model_files_card(tmp_path):
+    from model.card import ModelCard, file_sha256, read_card
+
+    model, other = tmp_path / "m.keras", tmp_path / "other.keras"
+    model.write_bytes(b"weights")
+    other.write_bytes(b"other weights")
+    path = ModelCard(name="m", model_sha256=file_sha256(model)).write(tmp_path / "card.json")
+    section = study.card_section({"lfw": ("50 LFW faces", _rows("gradcam", 2.5))})
+    with pytest.raises(ValueError, match="written for another model file"):
+        study.write_to_card(path, section, other)
+    assert not read_card(path).faithfulness
+    study.write_to_card(path, section, model)
+    assert read_card(path).describes(model) and read_card(path).describes(other) is False
+    assert ModelCard().describes(model) is None and read_card(path).describes(tmp_path / "gone.keras") is None
+
+
 @pytest.mark.slow
 def test_the_cli_checks_lfw_faces_and_writes_the_card(untrained_model_path, tmp_path, capsys):
     from model.card import ModelCard, read_card

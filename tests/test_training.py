@@ -84,6 +84,9 @@ def test_training_smoke_run_exports_model_and_card(tmp_path, monkeypatch):
     assert card["test_metrics"]["n"] == card["splits"]["test"] > 0
     assert len(card["training"]["history"]) == 2  # one head epoch + one fine-tune epoch
     assert card["data"]["n"] == 120
+    from model.card import ModelCard, file_sha256
+
+    assert card["model_sha256"] == file_sha256(out) and ModelCard.from_dict(card).describes(out)
     # read-out corrections fitted at export, stored beside the model, reported before/after
     assert (out.parent / "m.calibration.npz").is_file()
     assert set(card["calibration"]["validation"]["data"]) == {"before", "after"}

@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from model.card import ModelCard
+from model.card import ModelCard, file_sha256
 from model.labels import AGE_GROUP_NAMES, ETHNICITIES, GENDERS
 from model.settings import UTKFACE_CROP_SIZE
 
@@ -140,6 +140,7 @@ def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes:
         labels={"gender": list(GENDERS), "ethnicity": list(ETHNICITIES), "age_groups": list(AGE_GROUP_NAMES)},
         flip_tta=flip_tta,
         weights=str(weights_from) if weights_from else "best checkpoint by validation loss",
+        model_sha256=file_sha256(output),
         data=summary,
         splits=summary["splits"],
         validation_metrics={"flip_tta": val_tta[first], "plain": val_plain[first]},

@@ -301,14 +301,18 @@ def card_section(sets: Mapping[str, tuple[str, Sequence[OcclusionSummary]]],
     return out
 
 
-def write_to_card(path: str | Path, section: Mapping[str, Any]) -> Path:
+def write_to_card(path: str | Path, section: Mapping[str, Any], model_path: str | Path | None = None) -> Path:
     """Store ``section`` as the card's ``faithfulness``, merging with the sets it already has
-    (a Score-CAM run later does not erase an earlier Grad-CAM one)."""
+    (a Score-CAM run later does not erase an earlier Grad-CAM one). With ``model_path``, refuse
+    a card that was written for another model file: the study describes the weights it ran on."""
     from model.card import read_card
 
     card = read_card(path)
     if card is None:
         raise ValueError(f"no readable model card at {path}")
+    if model_path is not None and card.describes(model_path) is False:
+        raise ValueError(f"the card at {path} was written for another model file than {model_path} "
+                         "(its model_sha256 differs): run the study with that card's model, or export this one")
     merged = dict(card.faithfulness or {})
     merged["fraction"] = section["fraction"]
     sets = dict(merged.get("sets") or {})
@@ -366,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.card:
         if not for_card:
             parser.error("--card needs UTKFace or LFW faces (the astronaut is one person)")
-        print(f"stored in {write_to_card(args.card, card_section(for_card))}")
+        print(f"stored in {write_to_card(args.card, card_section(for_card), path)}")
     return 0
 
 
