@@ -85,10 +85,12 @@ def cached_flatbuffer(net, cache_dir: Path | None) -> bytes:
     path = cache_dir / f"{model_key(net)}.tflite"
     try:
         content = path.read_bytes()
-        os.utime(path)  # most recently used: the last to be pruned
-        return content
     except OSError:
-        pass
+        content = None
+    if content is not None:
+        with contextlib.suppress(OSError):  # a read-only cache still serves
+            os.utime(path)  # most recently used: the last to be pruned
+        return content
     content = convert(net)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
