@@ -69,30 +69,17 @@ def model_card():
     return _cached_card(str(path), (stat.st_mtime_ns, stat.st_size))  # a rewrite changes one or both
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
-def _card_describes(card_path: str, card_version: tuple[int, int], model_path: str, model_version: tuple[int, int]):
-    from model.card import read_card
-
-    card = read_card(card_path)
-    return None if card is None else card.describes(model_path)
-
-
 def card_mismatch() -> str | None:
     """A warning when the served model's card was written for another model file (by the
     SHA-256 export stores in it), e.g. FACELENS_MODEL_CARD left pointing at an older card;
-    None when it matches, or when the card or model cannot tell."""
-    card_path, model_path = settings.model_card_path(), settings.model_path()
-    try:
-        card_stat, model_stat = card_path.stat(), model_path.stat()
-    except OSError:
+    None when it matches, or when the card or model cannot tell. Hashes the model file
+    (~30 ms): the Model page asks once per rerun."""
+    card, model_path = model_card(), settings.model_path()
+    if card is None or card.describes(model_path) is not False:
         return None
-    describes = _card_describes(str(card_path), (card_stat.st_mtime_ns, card_stat.st_size),
-                                str(model_path), (model_stat.st_mtime_ns, model_stat.st_size))
-    if describes is not False:
-        return None
-    return (f"This card ({card_path}) was written for another model file than the one being served "
-            f"({model_path}): its figures may not describe the answers you get. Export the model again, "
-            "or point FACELENS_MODEL_CARD at its own card.")
+    return (f"This card ({settings.model_card_path()}) was written for another model file than the one "
+            f"being served ({model_path}): its figures may not describe the answers you get. Export the "
+            "model again, or point FACELENS_MODEL_CARD at its own card.")
 
 
 def get_analyzer():
