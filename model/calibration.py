@@ -15,6 +15,10 @@ small, monotone correction whose parameters live in ``<model>.calibration.npz``:
   above the interval more often than below it.
 * temperature: gender and ethnicity probabilities are tempered, ``p ** (1 / T)``
   renormalised, with ``T = a + b * max(u - 1, 0)``.
+* ethnicity prior: the tempered ethnicity probabilities are divided by the training
+  mix of ethnicities raised to ``ethnicity_prior_power`` (logit adjustment). UTKFace is
+  43% white and 7% "other"; people who use the app are not mixed like that, and a
+  network trained on that mix calls a rare group's faces by a common group's name.
 
 Loads with numpy only. A model without a calibration file gets the identity.
 """
@@ -65,6 +69,12 @@ def temper(probabilities: np.ndarray, temperature: np.ndarray) -> np.ndarray:
     return out / out.sum(1, keepdims=True)
 
 
+def divide_prior(probabilities: np.ndarray, prior: np.ndarray, power: float) -> np.ndarray:
+    """(N, C) probabilities divided by ``prior ** power`` per class and renormalised."""
+    adjusted = np.asarray(probabilities, np.float64) / np.maximum(prior, 1e-12)[None, :] ** power
+    return adjusted / np.maximum(adjusted.sum(1, keepdims=True), 1e-300)
+
+
 def scale_intervals(centre: np.ndarray, intervals: np.ndarray, below: np.ndarray, above: np.ndarray,
                     low: float, high: float) -> np.ndarray:
     """Stretch each [lo, hi] around ``centre``: its lower half by ``below``, its upper half by
@@ -85,13 +95,16 @@ class Calibration:
     gender_temperature: tuple[float, float] = (1.0, 0.0)
     ethnicity_temperature: tuple[float, float] = (1.0, 0.0)
     warn_above: float = DEFAULT_WARN_ABOVE
+    ethnicity_prior: np.ndarray | None = None  # (5,) training mix over labels.ETHNICITIES, sums to 1
+    ethnicity_prior_power: float = 0.0
 
     @property
     def is_identity(self) -> bool:
         return (self.familiarity is None and (self.age_prior is None or self.age_prior_power == 0)
                 and self.interval_below == self.interval_above == (1.0, 0.0)
                 and self.gender_temperature == (1.0, 0.0)
-                and self.ethnicity_temperature == (1.0, 0.0))
+                and self.ethnicity_temperature == (1.0, 0.0)
+                and (self.ethnicity_prior is None or self.ethnicity_prior_power == 0))
 
     def unfamiliarity(self, features: np.ndarray | None, n: int) -> np.ndarray:
         """(N,) unfamiliarity, or NaN when there is no familiarity model or no features."""
@@ -103,8 +116,14 @@ class Calibration:
         dist = np.asarray(age_dist, np.float64)
         if self.age_prior is None or self.age_prior_power == 0 or not len(dist):
             return dist
-        adjusted = dist / np.maximum(self.age_prior, 1e-12)[None, :] ** self.age_prior_power
-        return adjusted / np.maximum(adjusted.sum(1, keepdims=True), 1e-300)
+        return divide_prior(dist, self.age_prior, self.age_prior_power)
+
+    def adjust_ethnicity(self, ethnicity: np.ndarray) -> np.ndarray:
+        """(N, 5) probabilities with part of the training mix divided out."""
+        e = np.asarray(ethnicity, np.float64)
+        if self.ethnicity_prior is None or self.ethnicity_prior_power == 0 or not len(e):
+            return e
+        return divide_prior(e, self.ethnicity_prior, self.ethnicity_prior_power)
 
     def apply(self, age_dist: np.ndarray, gender: np.ndarray, ethnicity: np.ndarray,
               features: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -120,6 +139,7 @@ class Calibration:
             g = temper(g, linear_in_unfamiliarity(self.gender_temperature, known))
         if n and self.ethnicity_temperature != (1.0, 0.0):
             e = temper(e, linear_in_unfamiliarity(self.ethnicity_temperature, known))
+        e = self.adjust_ethnicity(e)
         return {"age_dist": dist, "age": age, "age_interval": interval, "gender": g, "ethnicity": e,
                 "unfamiliarity": u}
 
@@ -150,9 +170,12 @@ class Calibration:
             "gender_temperature": np.asarray(self.gender_temperature, np.float64),
             "ethnicity_temperature": np.asarray(self.ethnicity_temperature, np.float64),
             "warn_above": np.float64(self.warn_above),
+            "ethnicity_prior_power": np.float64(self.ethnicity_prior_power),
         }
         if self.age_prior is not None:
             arrays["age_prior"] = np.asarray(self.age_prior, np.float64)
+        if self.ethnicity_prior is not None:
+            arrays["ethnicity_prior"] = np.asarray(self.ethnicity_prior, np.float64)
         if self.familiarity is not None:
             arrays.update(self.familiarity.to_arrays())
         path = Path(path)
@@ -175,6 +198,8 @@ class Calibration:
                 gender_temperature=pair("gender_temperature"),
                 ethnicity_temperature=pair("ethnicity_temperature"),
                 warn_above=float(data["warn_above"]) if "warn_above" in data else DEFAULT_WARN_ABOVE,
+                ethnicity_prior=np.asarray(data["ethnicity_prior"], np.float64) if "ethnicity_prior" in data else None,
+                ethnicity_prior_power=float(data["ethnicity_prior_power"]) if "ethnicity_prior_power" in data else 0.0,
             )
 
 

@@ -73,6 +73,11 @@ for column, head in ((left, "gender"), (right, "ethnicity")):
         st.dataframe(charts.per_class_table(test.get(head) or {}), hide_index=True, key=f"table_classes_{head}",
                      column_config=widgets.PER_CLASS_COLUMNS)
 
+mix = charts.ethnicity_mix(card)
+if mix is not None:
+    st.plotly_chart(mix, key="chart_ethnicity_mix")
+    st.caption(charts.ethnicity_mix_text(card))
+
 st.header("Calibration")
 st.caption("Are the probabilities honest? ECE is the average gap between confidence and accuracy. "
            "The age interval should contain the true age about 80% of the time.")

@@ -93,6 +93,25 @@ def test_a_soup_says_what_it_averages(monkeypatch, tmp_path):
     assert len(captions) == 1 and "50% start.keras; 50% run best" in captions[0]
 
 
+def test_the_ethnicity_mix_trade_off_is_shown_when_the_card_measured_it(monkeypatch, tmp_path):
+    card = write_model_card(tmp_path / "card.json")
+    data = json.loads(card.read_text())
+    table = {str(p): {"accuracy": a, "balanced_accuracy": b, "score": (a + b) / 2}
+             for p, a, b in ((0.0, 0.85, 0.78), (0.5, 0.84, 0.81), (1.0, 0.80, 0.80))}
+    data["calibration"]["fitted"].update(ethnicity_by_prior_power=table, ethnicity_prior_power=0.0)
+    card.write_text(json.dumps(data))
+    at = _page(monkeypatch, card)
+    traces = chart_figures(at)["chart_ethnicity_mix"]["data"]
+    assert [t["name"] for t in traces] == ["accuracy (home mix)", "balanced accuracy (even mix)"]
+    assert values(traces[1]["y"]) == [0.78, 0.81, 0.80]
+    text = " ".join(c.value for c in at.caption)
+    assert "Served: power 0.0, accuracy 85.0%, balanced accuracy 78.0%" in text
+    assert "best mean of the two is at power 0.5 (84.0% / 81.0%)" in text and "--ethnicity-mix between" in text
+    data["calibration"]["fitted"]["ethnicity_prior_power"] = 0.5  # serving the best mean: nothing to suggest
+    card.write_text(json.dumps(data))
+    assert not any("--ethnicity-mix" in c.value for c in _page(monkeypatch, card).caption)
+
+
 def test_a_card_written_for_another_model_file_is_flagged(monkeypatch, tmp_path):
     from model.card import file_sha256
 

@@ -161,3 +161,54 @@ def test_interval_sides_lean_towards_where_the_truth_lies_and_every_set_reaches_
     below_home, above_home = fit_interval_sides(sides[:1])
     assert abs(above_home[0] - below_home[0]) < 0.15
     assert 0.76 < 1.0 - sum(sides[0].missed(below_home, above_home)) < 0.84
+
+
+def test_ethnicity_prior_moves_close_calls_to_rare_groups_and_survives_the_file(tmp_path):
+    prior = np.array([0.5, 0.2, 0.15, 0.1, 0.05])
+    e = np.array([[0.40, 0.10, 0.10, 0.10, 0.30], [0.05, 0.90, 0.02, 0.02, 0.01]])
+    g = np.array([[0.5, 0.5], [0.5, 0.5]])
+    plain = Calibration(ethnicity_prior=prior, ethnicity_prior_power=0.0)
+    assert plain.is_identity and np.allclose(plain.apply(_dist([30, 30]), g, e)["ethnicity"], e)
+    cal = Calibration(ethnicity_prior=prior, ethnicity_prior_power=0.5)
+    out = cal.apply(_dist([30, 30]), g, e)["ethnicity"]
+    assert not cal.is_identity and np.allclose(out.sum(1), 1.0)
+    assert out[0].argmax() == 4 and out[1].argmax() == 1  # a close call moves, a clear one stays
+    back = Calibration.load(cal.save(tmp_path / "c.calibration.npz"))
+    assert back.ethnicity_prior_power == 0.5 and np.allclose(back.apply(_dist([30, 30]), g, e)["ethnicity"], out)
+
+
+def test_ethnicity_prior_power_is_chosen_where_both_mixes_gain_and_is_zero_when_nothing_gains():
+    """A classifier that calls rare groups' close faces by the commonest group's name: dividing
+    out part of the training mix wins back the rare groups at little cost to the common one.
+    A classifier that is already right keeps the plain read-out (ties go to the smaller power)."""
+    from training.calibrate import EvalSet, choose_ethnicity_prior_power, training_class_prior
+
+    rng = np.random.default_rng(5)
+    mix = np.array([0.45, 0.2, 0.15, 0.13, 0.07])
+    codes = rng.choice(5, size=2000, p=mix)
+    prior = training_class_prior(np.concatenate([codes, [-1, -1]]), np.full(2002, 1 / 2002))
+    assert np.allclose(prior, mix, atol=0.03) and np.isclose(prior.sum(), 1.0)
+
+    def evalset(p_true, p_common):
+        probs = np.full((len(codes), 5), (1 - p_true - p_common) / 3)
+        probs[np.arange(len(codes)), codes] = p_true
+        probs[codes != 0, 0] = p_common
+        probs[codes == 0] = np.full(5, (1 - 0.8) / 4)
+        probs[codes == 0, 0] = 0.8
+        probs /= probs.sum(1, keepdims=True)
+        n = len(codes)
+        return EvalSet("val", {"age_dist": _dist(np.full(n, 30.0)), "gender": np.full((n, 2), 0.5), "ethnicity": probs},
+                       {"age": np.full(n, -1), "age_low": np.full(n, -1), "age_high": np.full(n, -1),
+                        "gender": np.full(n, -1), "ethnicity": codes})
+
+    base = Calibration(ethnicity_prior=prior)
+    power, scores = choose_ethnicity_prior_power([evalset(0.35, 0.45)], base, "between")
+    assert sorted(scores) == [i / 10 for i in range(11)]
+    assert choose_ethnicity_prior_power([evalset(0.35, 0.45)], base, "training") == (0.0, scores)
+    assert power > 0 and scores[power]["balanced_accuracy"] > scores[0.0]["balanced_accuracy"] + 0.3
+    assert scores[power]["score"] > scores[0.0]["score"]
+    power, scores = choose_ethnicity_prior_power([evalset(0.7, 0.1)], base, "between")
+    assert power == 0.0 and scores[0.0]["accuracy"] == 1.0
+    assert choose_ethnicity_prior_power([evalset(0.7, 0.1)], Calibration(), "between") == (0.0, {})
+    with pytest.raises(ValueError, match="mix"):
+        choose_ethnicity_prior_power([evalset(0.7, 0.1)], base, "even")

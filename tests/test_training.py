@@ -270,6 +270,29 @@ def test_multi_source_training_with_partial_labels_and_ranges(tmp_path, monkeypa
     assert card2["training"]["soup"] == {"models": [str(tmp_path / "run" / "best.keras"),
                                                     str(tmp_path / "run" / "last.keras")], "weights": [0.5, 0.5]}
     assert "soup" not in card["training"]
+    # --recalibrate refits an exported model's read-out: the model file stays, the card keeps what
+    # no read-out changes (training record, heat-map studies) and redoes the figures that depend on it.
+    from model.calibration import calibration_path
+
+    card2_path = out2.parent / "model_card.json"
+    card2_path.write_text(json.dumps({**card2, "faithfulness": {"kept": True}}))
+    model_bytes = out2.read_bytes()
+    calibration_path(out2).unlink()
+    assert main([*common, "--recalibrate", str(out2)]) == 0
+    assert out2.read_bytes() == model_bytes and calibration_path(out2).is_file()
+    card3 = json.loads(card2_path.read_text())
+    assert card3["faithfulness"] == {"kept": True} and card3["training"] == card2["training"]
+    assert card3["evaluations"] == card2["evaluations"]  # same model, same data, same read-out code
+    fitted = card3["calibration"]["fitted"]
+    assert fitted["ethnicity_mix"] == "training" and fitted["ethnicity_prior_power"] == 0.0
+    assert len(fitted["ethnicity_by_prior_power"]) == 11  # the trade-off is on the card either way
+    assert main([*common, "--recalibrate", str(out2), "--ethnicity-mix", "between"]) == 0
+    served = json.loads(card2_path.read_text())["calibration"]["fitted"]["ethnicity_prior_power"]
+    from model.calibration import load_for_model
+
+    assert load_for_model(out2).ethnicity_prior_power == served
+    with pytest.raises(SystemExit, match="another model"):  # never rewrites another model's card
+        main([*common, "--recalibrate", str(out), "--model-card", str(card2_path)])
     # The evaluation tools read the prepared crops at the model's own input size (48 here).
     from training.evaluate import main as evaluate_main
     from training.robustness import main as robustness_main

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import csv
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from model.card import ModelCard, file_sha256
 from model.labels import AGE_GROUP_NAMES, ETHNICITIES, GENDERS
@@ -75,32 +76,36 @@ def evaluate_by_source(predictor, arrays, raws: dict[str, dict] | None = None, c
             for name, raw in raws.items()}
 
 
-def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes: float,
-                 draws: tuple, weights_from: Path | None = None) -> dict:
-    """Save the best checkpoint as ``cfg.output``; evaluate it per source and split; write the card.
+@dataclass
+class Readout:
+    """The read-out an exported model serves, and every card figure that depends on it."""
 
-    Flip averaging is chosen on the validation split only (age MAE of the first
-    source, UTKFace in the shipped recipe); the test split is evaluated once.
-    ``draws`` is (draw probability, age-loss weight) per training face, as training used
-    them: the read-out calibration divides out the age prior they make.
-    ``weights_from`` exports another model than the run's best checkpoint (a soup of them).
+    flip_tta: bool
+    calibration: Any  # model.calibration.Calibration
+    calibration_section: dict
+    validation_metrics: dict  # first source, raw read-out: {"flip_tta": ..., "plain": ...}
+    test: dict[str, dict]  # source -> test-split report
+    evaluations: dict[str, dict]  # source -> {"val", "test", "test_degraded"}
+    framing_jitter: dict[str, dict]
+
+    @property
+    def test_metrics(self) -> dict:
+        return next(iter(self.test.values()), {"n": 0})
+
+
+def fit_and_evaluate_readout(model, arrays: dict, draws: tuple, ethnicity_mix: str = "training") -> Readout:
+    """Choose flip averaging on validation, fit the read-out calibration, then score every
+    split through the answers the app will show (the test split once, at the end).
+
+    Flip averaging is chosen on the validation split only (age MAE of the first source,
+    UTKFace in the shipped recipe). ``draws`` is (draw probability, age-loss weight) per
+    training face, as training used them: the calibration divides out the priors they make.
+    ``ethnicity_mix``: see :data:`training.calibrate.ETHNICITY_MIXES`.
     """
-    import keras
-
-    from model.architecture import build_model
-    from model.calibration import calibration_path
     from model.inference import Predictor
     from training.calibrate import calibrate_model
     from training.evaluate import degraded_reports
     from training.robustness import jitter_sample, jitter_spread
-    from training.soup import read_recipe
-
-    best = keras.saving.load_model(weights_from or run_dir / "best.keras", compile=False)
-    model = build_model(cfg.input_size)
-    model.set_weights(best.get_weights())
-    output = Path(cfg.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    model.save(output)
 
     names = arrays["val"].names
     # The validation split goes through the network once per flip setting: the raw outputs
@@ -113,8 +118,8 @@ def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes:
     flip_tta = (val_tta[first]["age_mae"] or 0) <= (val_plain[first]["age_mae"] or 0)
     chosen, chosen_raw = (tta, raw_tta) if flip_tta else (plain, raw_plain)
     probabilities, age_weight = draws
-    calibration, calibration_section = calibrate_model(chosen, arrays, probabilities, age_weight, val_raw=chosen_raw)
-    calibration.save(calibration_path(output))
+    calibration, calibration_section = calibrate_model(chosen, arrays, probabilities, age_weight, val_raw=chosen_raw,
+                                                       ethnicity_mix=ethnicity_mix)
     val = evaluate_by_source(chosen, arrays["val"], chosen_raw, calibration)
     predictor = Predictor(model, flip_tta=flip_tta, calibration=calibration)  # what the app serves
     test = evaluate_by_source(predictor, arrays["test"])
@@ -127,6 +132,67 @@ def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes:
         faces = jitter_sample(arrays["val"].images[arrays["val"].source == code], JITTER_FACES)
         if len(faces):
             robustness[name] = jitter_spread(predictor, faces)
+    if first not in test:
+        test = {first: {"n": 0}, **test}
+    return Readout(flip_tta=flip_tta, calibration=calibration, calibration_section=calibration_section,
+                   validation_metrics={"flip_tta": val_tta[first], "plain": val_plain[first]},
+                   test=test, evaluations=evaluations, framing_jitter=robustness)
+
+
+def recalibrate_exported(model_path: Path, card_path: Path, arrays: dict, draws: tuple,
+                         ethnicity_mix: str = "training") -> dict:
+    """Refit an exported model's read-out and redo the card figures that depend on it.
+
+    For when the read-out code changes after an export: the model file, its training
+    record and the heat-map studies stay as they are; the calibration file, the validation
+    and test figures and the framing jitter are redone exactly as the export does them.
+    The card must describe the model file (``model_sha256``), so no other model's card is
+    rewritten.
+    """
+    import keras
+
+    from model.calibration import calibration_path
+    from model.card import read_card
+
+    card = read_card(card_path)
+    if card is None:
+        raise SystemExit(f"no readable model card at {card_path}")
+    if card.describes(model_path) is False:
+        raise SystemExit(f"{card_path} describes another model file than {model_path}")
+    model = keras.saving.load_model(model_path, compile=False)
+    readout = fit_and_evaluate_readout(model, arrays, draws, ethnicity_mix)
+    readout.calibration.save(calibration_path(model_path))
+    updated = replace(card, flip_tta=readout.flip_tta, validation_metrics=readout.validation_metrics,
+                      calibration=readout.calibration_section, test_metrics=readout.test_metrics,
+                      evaluations=readout.evaluations, framing_jitter=readout.framing_jitter,
+                      model_sha256=card.model_sha256 or file_sha256(model_path))
+    updated.write(card_path)
+    summary_keys = ("n", "age_mae", "gender_accuracy", "ethnicity_accuracy")
+    return {"output": str(model_path), "model_card": str(card_path),
+            "test_metrics": {name: {k: r.get(k) for k in summary_keys} for name, r in readout.test.items()}}
+
+
+def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes: float,
+                 draws: tuple, weights_from: Path | None = None) -> dict:
+    """Save the best checkpoint as ``cfg.output``; fit its read-out and evaluate it per source
+    and split (:func:`fit_and_evaluate_readout`); write the card.
+
+    ``weights_from`` exports another model than the run's best checkpoint (a soup of them).
+    """
+    import keras
+
+    from model.architecture import build_model
+    from model.calibration import calibration_path
+    from training.soup import read_recipe
+
+    best = keras.saving.load_model(weights_from or run_dir / "best.keras", compile=False)
+    model = build_model(cfg.input_size)
+    model.set_weights(best.get_weights())
+    output = Path(cfg.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    model.save(output)
+    readout = fit_and_evaluate_readout(model, arrays, draws, cfg.ethnicity_mix)
+    readout.calibration.save(calibration_path(output))
     card = ModelCard(
         name=output.stem,
         created=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -138,16 +204,16 @@ def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes:
             "crop": f"UTKFace aligned & cropped framing ({UTKFACE_CROP_SIZE}x{UTKFACE_CROP_SIZE}), resized by model.preprocess.prepare_face",
         },
         labels={"gender": list(GENDERS), "ethnicity": list(ETHNICITIES), "age_groups": list(AGE_GROUP_NAMES)},
-        flip_tta=flip_tta,
+        flip_tta=readout.flip_tta,
         weights=str(weights_from) if weights_from else "best checkpoint by validation loss",
         model_sha256=file_sha256(output),
         data=summary,
         splits=summary["splits"],
-        validation_metrics={"flip_tta": val_tta[first], "plain": val_plain[first]},
-        calibration=calibration_section,
-        test_metrics=test.get(first, {"n": 0}),
-        evaluations=evaluations,
-        framing_jitter=robustness,
+        validation_metrics=readout.validation_metrics,
+        calibration=readout.calibration_section,
+        test_metrics=readout.test_metrics,
+        evaluations=readout.evaluations,
+        framing_jitter=readout.framing_jitter,
         training={
             "minutes": round(train_minutes, 1),
             "machine": machine_description(),
@@ -160,4 +226,4 @@ def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes:
     card_path = card.write(Path(cfg.model_card) if cfg.model_card else output.parent / "model_card.json")
     summary_keys = ("n", "age_mae", "gender_accuracy", "ethnicity_accuracy")
     return {"output": str(output), "model_card": str(card_path),
-            "test_metrics": {name: {k: r.get(k) for k in summary_keys} for name, r in test.items()}}
+            "test_metrics": {name: {k: r.get(k) for k in summary_keys} for name, r in readout.test.items()}}

@@ -47,6 +47,8 @@ class TrainConfig:
     prepared_dir: str = "runs/prepared"
     init_model: str | None = None
     export_from: str | None = None
+    recalibrate: str | None = None
+    ethnicity_mix: str = "training"  # training.calibrate.ETHNICITY_MIXES
     epoch_size: int | None = None
     augment: str = "real_photos"
     age_weight_power: float = 0.7
@@ -94,6 +96,7 @@ class TrainConfig:
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     from model import settings
+    from training.calibrate import ETHNICITY_MIXES
 
     defaults = TrainConfig(data_dir="")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -106,6 +109,14 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--export-from", default=None,
                    help="train nothing: export this model (e.g. a training.soup of checkpoints) with a full "
                         "model card, evaluated on the same sources and splits")
+    p.add_argument("--recalibrate", default=None, metavar="MODEL",
+                   help="refit the read-out calibration of an exported MODEL (the file stays) and redo the "
+                        "figures of its card (--model-card, default model_card.json beside it) that depend on it; "
+                        "give the sources and weights it was trained with")
+    p.add_argument("--ethnicity-mix", choices=ETHNICITY_MIXES, default=defaults.ethnicity_mix,
+                   help="read-out of the exported model: 'training' answers as the training data is mixed; "
+                        "'between' divides out the part of that mix that does best on mean accuracy and "
+                        "balanced accuracy on validation (see training.calibrate)")
     p.add_argument("--epoch-size", type=int, default=None, help="training draws per epoch (default: training images)")
     p.add_argument("--augment", choices=("basic", "real_photos"), default=defaults.augment,
                    help="real_photos adds low resolution, blur, JPEG, colour casts, hard light, occlusion")
@@ -576,6 +587,14 @@ def _train(cfg: TrainConfig, strategy, run_dir: Path) -> dict:
         # Keras 3 averages the first validation batch over the replicas; a partial one splits unevenly and fails.
         raise SystemExit(f"under a strategy, give at least one global batch ({cfg.batch_size}) of validation images")
 
+    if cfg.recalibrate:
+        from training.export import recalibrate_exported
+
+        model_path = Path(cfg.recalibrate)
+        card_path = Path(cfg.model_card) if cfg.model_card else model_path.parent / "model_card.json"
+        return {"config": asdict(cfg), "summary": summary,
+                **recalibrate_exported(model_path, card_path, arrays, (probabilities, weights["age"]),
+                                       cfg.ethnicity_mix)}
     if cfg.export_from:
         if not cfg.output:
             raise SystemExit("--export-from needs --output")

@@ -201,6 +201,52 @@ def calibration(test: dict) -> go.Figure:
     return style_figure(fig, None, 340)
 
 
+def ethnicity_mix(card: ModelCard) -> go.Figure | None:
+    """Ethnicity accuracy (the home data's mix of people) and balanced accuracy (an even mix) on
+    validation, against how much of the training mix the read-out divides out; the served power
+    marked. None for cards exported before the trade-off was measured."""
+    fitted = (card.calibration or {}).get("fitted") or {}
+    table = fitted.get("ethnicity_by_prior_power") or {}
+    if not table:
+        return None
+    powers = sorted(table, key=float)
+    fig = go.Figure()
+    for key, name, colour in (("accuracy", "accuracy (home mix)", ACCENT),
+                              ("balanced_accuracy", "balanced accuracy (even mix)", ETHNICITY_COLOURS["asian"])):
+        fig.add_trace(go.Scatter(x=[float(p) for p in powers], y=[table[p][key] for p in powers], name=name,
+                                 mode="lines+markers", line=dict(color=colour),
+                                 hovertemplate="power %{x:.1f}: %{y:.1%}<extra>" + name + "</extra>"))
+    served = float(fitted.get("ethnicity_prior_power", 0.0))
+    fig.add_vline(x=served, line=dict(color=MUTED, dash="dash"), annotation_text="served",
+                  annotation_position="top right")
+    fig.update_xaxes(title="share of the training mix divided out (power)")
+    fig.update_yaxes(title="validation", tickformat=".0%")
+    fig.update_layout(legend=dict(orientation="h", y=-0.3))
+    return style_figure(fig, "Ethnicity: whose mix of people the answer favours", height=340)
+
+
+def ethnicity_mix_text(card: ModelCard) -> str:
+    """What :func:`ethnicity_mix` shows, in words, with the served and the best-balanced read-outs' figures."""
+    fitted = (card.calibration or {}).get("fitted") or {}
+    table = fitted.get("ethnicity_by_prior_power") or {}
+    if not table:
+        return ""
+    served = str(float(fitted.get("ethnicity_prior_power", 0.0)))
+    between = max(table, key=lambda p: (table[p]["score"], -float(p)))
+    text = ("UTKFace, the training data, is mostly White and has few faces of the Other group, and a network trained "
+            "on it calls close faces by the commoner group's name. Dividing part of that mix out of the answer "
+            "(a larger power) raises the recall of rarer groups (balanced accuracy) and lowers accuracy on "
+            "UTKFace's own mix. ")
+    if served in table:
+        text += (f"Served: power {float(served):.1f}, accuracy {table[served]['accuracy']:.1%}, balanced accuracy "
+                 f"{table[served]['balanced_accuracy']:.1%} on validation faces. ")
+    if between != served:
+        text += (f"The best mean of the two is at power {float(between):.1f} ({table[between]['accuracy']:.1%} / "
+                 f"{table[between]['balanced_accuracy']:.1%}); `python -m training.train --recalibrate MODEL "
+                 "--ethnicity-mix between` serves it.")
+    return text
+
+
 def per_class_table(report: dict) -> pd.DataFrame:
     """Recall, precision and support per class of one classifier."""
     rows = [
