@@ -32,6 +32,9 @@ DETECTION_MAX_SIDE: int = 1280
 MIN_FACE_SIZE: int = 24
 MAX_FACES: int = 20
 DETECTION_CONFIDENCE: float = 0.90
+#: When no face is found, detect once more with the borders replicated by this share of the
+#: longer side (a face filling the image gives MTCNN no margin): see model.face_detect.
+DETECTION_PAD_RETRY: float = 0.15
 #: Below this probability the gender call is shown as "Unsure" rather than as a verdict:
 #: the probabilities are calibrated (the model card's gender ECE), so a call under 65% is
 #: right little more often than a coin flip, and a big bold "Male" at 55% would overstate it.
