@@ -166,3 +166,59 @@ def test_jitter_sample_draws_across_the_split_not_its_first_faces():
     assert picked.max() > 800 and 300 < picked.mean() < 700
     assert np.array_equal(jitter_sample(faces, 100)[:, 0, 0, 0], picked)  # reproducible
     assert len(jitter_sample(faces[:50], 100)) == 50
+
+
+def test_reframe_is_the_identity_without_jitter_and_keeps_a_photos_shape():
+    from training.robustness import reframe
+
+    rng = np.random.default_rng(2)
+    photo = rng.integers(0, 255, (90, 140, 3), dtype=np.uint8)
+    assert np.array_equal(reframe(photo, rng, zoom=0, shift=0, rotation_deg=0), photo)
+    moved = reframe(photo, rng, border=cv2.BORDER_REPLICATE)
+    assert moved.shape == photo.shape and not np.array_equal(moved, photo)
+
+
+def test_whole_photo_jitter_detects_every_view_and_leaves_out_photos_missed_in_one():
+    """Each view of a photo goes through the detector and the aligner; a detector that follows
+    the face exactly makes the aligned crops (and so the answers) barely move, and a photo
+    whose face is lost in some view is counted, not scored."""
+    from model.align import TEMPLATE
+    from model.results import Detection, HeadOutputs
+    from training.robustness import photo_jitter_crops, photo_jitter_spread, spread_summary
+
+    class Follows:
+        """'Detects' the bright disc wherever the re-framing moved it; loses it in dark photos."""
+
+        def detect_all(self, photo):
+            mask = photo[..., 0] > 128
+            if not mask.any():
+                return []
+            ys, xs = np.nonzero(mask)
+            x0, y0, side = xs.min(), ys.min(), xs.max() - xs.min() + 1
+            marks = TEMPLATE / 200.0 * side + [x0, y0]
+            return [Detection((float(x0), float(y0), float(side), float(side)), 0.99,
+                              dict(zip(("left_eye", "right_eye", "nose", "mouth_left", "mouth_right"), map(tuple, marks))))]
+
+    class Brightness:
+        input_size = 32
+
+        def __call__(self, faces):
+            level = faces.reshape(len(faces), -1).mean(1) / 255.0
+            return HeadOutputs(level * 60, np.zeros((len(faces), 2)), np.zeros((len(faces), 3)),
+                               np.stack([1 - level, level], 1), np.zeros((len(faces), 5)))
+
+    disc = cv2.circle(np.zeros((240, 240, 3), np.uint8), (120, 120), 50, (200, 200, 200), -1)
+    disc[100:140, 100:140] = 160  # something inside for the answers to depend on
+    crops, missed = photo_jitter_crops(Follows(), [disc, np.zeros((240, 240, 3), np.uint8)], views=4)
+    assert crops.shape == (1, 4, 200, 200, 3) and missed == 1
+    spread = photo_jitter_spread(Brightness(), crops)
+    assert spread["faces"] == 1 and spread["views"] == 4
+    from model.preprocess import prepare_face
+    from training.robustness import jitter_spread
+
+    still = np.stack([prepare_face(crops[0, 0], 32)] * 3)  # the same crop re-framed without re-detection
+    assert spread["age_sd_years"] < jitter_spread(Brightness(), still, views=4)["age_sd_years"] / 2
+    assert photo_jitter_spread(Brightness(), crops[:0])["faces"] == 0
+    summary = spread_summary(np.array([[0.4, 0.6], [0.9, 0.9]]), np.array([[25.0, 35.0], [50.0, 50.0]]))
+    assert summary["gender_probability_sd"] == pytest.approx(0.05) and summary["age_sd_years"] == 2.5
+    assert summary["gender_call_flips"] == 0.5 and summary["age_group_changes"] == 0.5

@@ -3,6 +3,7 @@
     python -m training.robustness --model model/facelens_mobilenetv2_160.keras \
         --source utkface=../shared/data/utkface/UTKFace --source celeba=../shared/data/celeba --split val
     python -m training.robustness --photo sample   # one photo, resized and cropped, through the analyzer
+    python -m training.robustness --whole-photos --source utkface=../shared/data/utkface/UTKFace --limit 150
 
 Two studies on prepared (detected + aligned) faces of a split:
 
@@ -10,6 +11,10 @@ Two studies on prepared (detected + aligned) faces of a split:
   the side, rotation +-5 deg: what landmark noise and a different photo of the same
   scene do to the crop); reported are the mean per-face standard deviation of the
   gender probability and of the age, and the share of faces whose gender call flips;
+  with ``--whole-photos`` the same re-framings are applied to each whole photo of the
+  split instead, and every view goes through detection and alignment as an upload
+  does, so alignment undoes most of the re-framing: what is left is what a user sees
+  when the same photo is cropped or rotated a little differently;
 * degraded photos: quarter resolution, JPEG quality 20, grayscale, blur, each scored
   like the clean faces.
 """
@@ -28,19 +33,22 @@ import numpy as np
 DEGRADATIONS: tuple[str, ...] = ("quarter_resolution", "jpeg_20", "grayscale", "blur")
 
 
+def reframe(image: np.ndarray, rng: np.random.Generator, zoom: float = 0.1, shift: float = 0.05,
+            rotation_deg: float = 5.0, border: int = cv2.BORDER_REFLECT) -> np.ndarray:
+    """One random re-framing of an (H, W, 3) image about its centre, same size: zoom
+    within +-``zoom``, rotation within +-``rotation_deg``, shift within +-``shift`` of each side."""
+    h, w = image.shape[:2]
+    scale = 1.0 + rng.uniform(-zoom, zoom)
+    angle = rng.uniform(-rotation_deg, rotation_deg)
+    m = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), angle, scale)
+    m[:, 2] += rng.uniform(-shift, shift, 2) * np.array([w, h])
+    return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=border)
+
+
 def jitter_views(face: np.ndarray, views: int, rng: np.random.Generator, zoom: float = 0.1,
                  shift: float = 0.05, rotation_deg: float = 5.0) -> np.ndarray:
     """(views, S, S, 3) re-framings of one (S, S, 3) face; border pixels reflected."""
-    size = face.shape[0]
-    centre = (size - 1) / 2.0
-    out = np.empty((views, *face.shape), np.uint8)
-    for v in range(views):
-        scale = 1.0 + rng.uniform(-zoom, zoom)
-        angle = rng.uniform(-rotation_deg, rotation_deg)
-        m = cv2.getRotationMatrix2D((centre, centre), angle, scale)
-        m[:, 2] += rng.uniform(-shift, shift, 2) * size
-        out[v] = cv2.warpAffine(face, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    return out
+    return np.stack([reframe(face, rng, zoom, shift, rotation_deg) for _ in range(views)])
 
 
 def jitter_sample(faces: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:
@@ -59,30 +67,71 @@ def jitter_spread(predictor, faces: np.ndarray, views: int = 8, seed: int = 0) -
     less confidently (probabilities nearer 0.5, ages nearer the middle) without its calls
     changing any less, so the spreads alone can flatter it.
     """
-    from model.labels import age_group_names
-
     rng = np.random.default_rng(seed)
-    gender_sd, age_sd, flips, regroups = [], [], [], []
+    p_female, ages = [], []
     for start in range(0, len(faces), 32):
         batch = faces[start : start + 32]
-        stacked = np.concatenate([jitter_views(f, views, rng) for f in batch])
-        out = predictor(stacked)
-        p_female = out.gender[:, 1].reshape(len(batch), views)
-        ages = out.age.reshape(len(batch), views)
-        gender_sd.extend(p_female.std(1))
-        age_sd.extend(ages.std(1))
-        calls = p_female >= 0.5
-        flips.extend(calls.any(1) & ~calls.all(1))
-        groups = age_group_names(ages)
-        regroups.extend((groups != groups[:, :1]).any(1))
+        out = predictor(np.concatenate([jitter_views(f, views, rng) for f in batch]))
+        p_female.append(out.gender[:, 1].reshape(len(batch), views))
+        ages.append(out.age.reshape(len(batch), views))
+    if not p_female:
+        return spread_summary(np.zeros((0, views)), np.zeros((0, views)))
+    return spread_summary(np.concatenate(p_female), np.concatenate(ages))
+
+
+def spread_summary(p_female: np.ndarray, ages: np.ndarray) -> dict:
+    """(faces, views) answers -> the mean per-face spreads and the shares of faces whose shown
+    gender call or 9-group age changes between views."""
+    from model.labels import age_group_names
+
+    calls = p_female >= 0.5
+    groups = age_group_names(ages) if ages.size else np.zeros(ages.shape, str)
+    mean = lambda values: round(float(np.mean(values)), 4) if len(values) else None  # noqa: E731
     return {
-        "faces": int(len(faces)),
-        "views": views,
-        "gender_probability_sd": round(float(np.mean(gender_sd)), 4),
-        "age_sd_years": round(float(np.mean(age_sd)), 3),
-        "gender_call_flips": round(float(np.mean(flips)), 4),
-        "age_group_changes": round(float(np.mean(regroups)), 4),
+        "faces": int(len(p_female)),
+        "views": int(p_female.shape[1]),
+        "gender_probability_sd": mean(p_female.std(1)),
+        "age_sd_years": None if not len(ages) else round(float(np.mean(ages.std(1))), 3),
+        "gender_call_flips": mean(calls.any(1) & ~calls.all(1)),
+        "age_group_changes": mean((groups != groups[:, :1]).any(1)),
     }
+
+
+def photo_jitter_crops(detector, photos, views: int = 8, seed: int = 0) -> tuple[np.ndarray, int]:
+    """Each whole photo re-framed ``views`` times (replicated borders), every view detected and
+    aligned as an upload is (the largest face): (photos, views, crop, crop, 3) UTKFace-framed
+    crops of the photos whose face was found in every view, and how many photos were left out.
+    Model-independent, so several models share one detection pass (see :func:`photo_jitter_spread`)."""
+    from model.align import align_face
+
+    rng = np.random.default_rng(seed)
+    kept, missed = [], 0
+    for photo in photos:
+        crops = []
+        for _ in range(views):
+            view = reframe(photo, rng, border=cv2.BORDER_REPLICATE)
+            found = detector.detect_all(view)
+            if not found:
+                break
+            biggest = max(found, key=lambda d: d.box[2] * d.box[3])
+            crops.append(align_face(view, biggest.landmarks).crop)
+        if len(crops) == views:
+            kept.append(np.stack(crops))
+        else:
+            missed += 1
+    return (np.stack(kept) if kept else np.zeros((0, views, 1, 1, 3), np.uint8)), missed
+
+
+def photo_jitter_spread(predictor, crops: np.ndarray) -> dict:
+    """:func:`spread_summary` of a predictor's answers on :func:`photo_jitter_crops`' crops."""
+    from model.preprocess import prepare_face
+
+    n, views = crops.shape[:2]
+    if not n:
+        return spread_summary(np.zeros((0, views)), np.zeros((0, views)))
+    faces = np.stack([prepare_face(c, predictor.input_size) for c in crops.reshape(-1, *crops.shape[2:])])
+    out = predictor(faces)
+    return spread_summary(out.gender[:, 1].reshape(n, views), out.age.reshape(n, views))
 
 
 def degrade(face: np.ndarray, kind: str) -> np.ndarray:
@@ -156,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", action="append", default=[], type=SourceSpec.parse,
                    help="name=path[,group=...][,split=...] as given to training.prepare")
     p.add_argument("--prepared-dir", default="runs/prepared")
+    p.add_argument("--whole-photos", action="store_true",
+                   help="re-frame each source's whole photos of the split and detect + align every view "
+                        "(as an upload is) instead of re-framing prepared crops")
     p.add_argument("--split", default="val", choices=("train", "val", "test"))
     p.add_argument("--limit", type=int, default=600, help="faces per source for the jitter study")
     p.add_argument("--views", type=int, default=8)
@@ -182,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.source:
         p.error("give --source (prepared faces) or --photo")
+    if args.whole_photos:
+        return _whole_photos(args, models)
     for model_file in models:
         model = load_model(model_file)
         predictor = Predictor(model, flip_tta=not args.no_tta, calibration=load_for_model(model_file))
@@ -193,6 +247,38 @@ def main(argv: list[str] | None = None) -> int:
             per_source[spec.name] = jitter_spread(predictor, jitter_sample(faces, args.limit), views=args.views)
         report[model_file] = per_source
         print(f"{model_file}: {json.dumps(per_source)}", file=sys.stderr)
+    print(json.dumps(report))
+    return 0
+
+
+def _whole_photos(args, models: list[str]) -> int:
+    """--whole-photos: one detection pass per source, shared by every model."""
+    from model.architecture import load_model
+    from model.calibration import load_for_model
+    from model.face_detect import FaceDetector
+    from model.image_io import ImageError, load_image
+    from model.inference import Predictor
+
+    detector = FaceDetector()
+    predictors = {m: Predictor(load_model(m), flip_tta=not args.no_tta, calibration=load_for_model(m)) for m in models}
+    report: dict = {m: {} for m in models}
+    for spec in args.source:
+        records, _ = spec.read()
+        records = [r for r in records if r.split == args.split]
+        if len(records) > args.limit:  # a fair sample (UTKFace's names sort by age)
+            pick = np.random.default_rng(0).choice(len(records), size=args.limit, replace=False)
+            records = [records[i] for i in np.sort(pick)]
+        photos = []
+        for record in records:
+            try:
+                photos.append(load_image(record.path if record.pixels is None else record.pixels))
+            except ImageError:
+                continue
+        crops, missed = photo_jitter_crops(detector, photos, args.views)
+        for model_file, predictor in predictors.items():
+            report[model_file][spec.name] = {**photo_jitter_spread(predictor, crops), "photos": len(photos),
+                                             "left_out_no_face_in_a_view": missed}
+        print(f"{spec.name}: " + json.dumps({m: r[spec.name] for m, r in report.items()}), file=sys.stderr)
     print(json.dumps(report))
     return 0
 
