@@ -66,6 +66,8 @@ class ModelCard:
     test_metrics: dict[str, Any] = field(default_factory=dict)  # training.metrics report of the first source
     evaluations: dict[str, Any] = field(default_factory=dict)  # source -> {"val", "test", "test_degraded"}
     framing_jitter: dict[str, Any] = field(default_factory=dict)  # source -> training.robustness.jitter_spread
+    # source -> training.robustness.photo_jitter_spread: whole photos re-framed, detected and aligned
+    photo_jitter: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)  # minutes, machine, config, history
     # training.gradcam_faithfulness --card: {"fraction", "sets": {name: {"label", "faces", "results":
     # {method: {head: {"drop_hot", "drop_random", "wins", "t"}}}}}}
@@ -112,7 +114,7 @@ class ModelCard:
     def to_dict(self) -> dict[str, Any]:
         """The card as JSON-able dict, keys in field order (``extra`` merged in)."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
-        for key in ("calibration", "faithfulness", "model_sha256"):  # older cards lack these; keep them as they were
+        for key in ("calibration", "faithfulness", "model_sha256", "photo_jitter"):  # older cards lack these; keep them as they were
             if not out[key]:
                 del out[key]
         return {**out, **self.extra}
@@ -121,6 +123,19 @@ class ModelCard:
         path = Path(path)
         path.write_text(json.dumps(self.to_dict(), indent=2))
         return path
+
+
+def card_to_update(path: str | Path, model_path: str | Path | None = None) -> ModelCard:
+    """The card at ``path``, read to add a study of ``model_path`` to it. ValueError when there is
+    no readable card, or when the card was written for another model file (its model_sha256
+    differs): a study describes the weights it ran on, so it must not land on another model's card."""
+    card = read_card(path)
+    if card is None:
+        raise ValueError(f"no readable model card at {path}")
+    if model_path is not None and card.describes(model_path) is False:
+        raise ValueError(f"the card at {path} was written for another model file than {model_path} "
+                         "(its model_sha256 differs): run the study with that card's model, or export this one")
+    return card
 
 
 def file_sha256(path: str | Path) -> str:

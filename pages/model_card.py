@@ -46,7 +46,9 @@ if not evaluations.empty:
         st.caption("Steadiness: the same validation faces re-framed 8 times (zoom and shift of a few percent, "
                    "small rotations). Spread is the mean per-face standard deviation of the answer; flips and "
                    "changes are the shares of faces whose shown gender call or 9-group age changes between "
-                   "re-framings (a less confident network has smaller spreads without changing its calls less).")
+                   "re-framings (a less confident network has smaller spreads without changing its calls less). "
+                   "Rows marked whole photos re-frame the photo itself, so detection and alignment undo most of "
+                   "it, as for an upload: that is how much an answer moves for a user.")
         st.dataframe(jitter, hide_index=True, key="table_jitter")
 
 uncertainty = charts.calibration_table(card)

@@ -93,6 +93,17 @@ def test_a_soup_says_what_it_averages(monkeypatch, tmp_path):
     assert len(captions) == 1 and "50% start.keras; 50% run best" in captions[0]
 
 
+def test_the_steadiness_table_adds_whole_photo_rows_when_the_card_has_them(monkeypatch, tmp_path):
+    card = write_model_card(tmp_path / "card.json")
+    data = json.loads(card.read_text())
+    data["photo_jitter"] = {"utkface": {"faces": 90, "views": 8, "gender_probability_sd": 0.011, "age_sd_years": 0.63,
+                                        "gender_call_flips": 0.03, "age_group_changes": 0.19, "photos": 95}}
+    card.write_text(json.dumps(data))
+    jitter = _page(monkeypatch, card).dataframe[1].value
+    assert list(jitter["data"]) == ["UTKFace", "UTKFace, whole photos"]
+    assert jitter["age spread (years)"].tolist() == [1.1, 0.63] and jitter["faces"].tolist() == [100, 90]
+
+
 def test_the_ethnicity_mix_trade_off_is_shown_when_the_card_measured_it(monkeypatch, tmp_path):
     card = write_model_card(tmp_path / "card.json")
     data = json.loads(card.read_text())

@@ -222,3 +222,36 @@ def test_whole_photo_jitter_detects_every_view_and_leaves_out_photos_missed_in_o
     summary = spread_summary(np.array([[0.4, 0.6], [0.9, 0.9]]), np.array([[25.0, 35.0], [50.0, 50.0]]))
     assert summary["gender_probability_sd"] == pytest.approx(0.05) and summary["age_sd_years"] == 2.5
     assert summary["gender_call_flips"] == 0.5 and summary["age_group_changes"] == 0.5
+
+
+def test_whole_photo_figures_land_on_the_models_own_card_only(tmp_path, monkeypatch):
+    """--whole-photos --card stores the figures as the card's photo_jitter, keeping the rest of
+    the card; a card written for another model file is refused before any detection runs."""
+    from model.card import ModelCard, card_to_update, file_sha256
+    from model.results import Detection, HeadOutputs
+    from training import robustness
+
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"weights")
+    card_path = ModelCard(name="m", model_sha256=file_sha256(model), framing_jitter={"x": {"faces": 1}}).write(
+        tmp_path / "card.json")
+    figures = {"faces": 2, "views": 3, "age_sd_years": 0.5}
+    monkeypatch.setattr(robustness, "photo_jitter_crops", lambda detector, photos, views: (np.zeros((2, 3, 4, 4, 3)), 0))
+    monkeypatch.setattr(robustness, "photo_jitter_spread", lambda predictor, crops: dict(figures))
+    monkeypatch.setattr("model.face_detect.FaceDetector", lambda: object())
+    monkeypatch.setattr("model.architecture.load_model", lambda path: None)
+    monkeypatch.setattr("model.inference.Predictor", lambda *a, **k: object())
+    folder = tmp_path / "photos"
+    (folder / "images").mkdir(parents=True)
+    cv2.imwrite(str(folder / "images" / "a.jpg"), np.full((40, 40, 3), 90, np.uint8))
+    (folder / "labels.csv").write_text("file,age,age_low,age_high,gender,ethnicity,identity\nimages/a.jpg,30,,,male,,p1\n")
+    common = ["--whole-photos", "--source", f"gen={folder},split=0/100/0", "--model", str(model)]
+    assert robustness.main([*common, "--card", str(card_path)]) == 0
+    card = card_to_update(card_path, model)
+    assert card.photo_jitter == {"gen": {**figures, "photos": 1, "left_out_no_face_in_a_view": 0}}
+    assert card.framing_jitter == {"x": {"faces": 1}}
+    model.write_bytes(b"other weights")
+    with pytest.raises(ValueError, match="written for another model file"):
+        robustness.main([*common, "--card", str(card_path)])
+    with pytest.raises(SystemExit):  # --card is for one model's whole-photo study
+        robustness.main(["--source", f"gen={folder}", "--card", str(card_path)])

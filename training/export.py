@@ -152,13 +152,12 @@ def recalibrate_exported(model_path: Path, card_path: Path, arrays: dict, draws:
     import keras
 
     from model.calibration import calibration_path
-    from model.card import read_card
+    from model.card import card_to_update
 
-    card = read_card(card_path)
-    if card is None:
-        raise SystemExit(f"no readable model card at {card_path}")
-    if card.describes(model_path) is False:
-        raise SystemExit(f"{card_path} describes another model file than {model_path}")
+    try:
+        card = card_to_update(card_path, model_path)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     model = keras.saving.load_model(model_path, compile=False)
     readout = fit_and_evaluate_readout(model, arrays, draws, ethnicity_mix)
     readout.calibration.save(calibration_path(model_path))

@@ -305,14 +305,9 @@ def write_to_card(path: str | Path, section: Mapping[str, Any], model_path: str 
     """Store ``section`` as the card's ``faithfulness``, merging with the sets it already has
     (a Score-CAM run later does not erase an earlier Grad-CAM one). With ``model_path``, refuse
     a card that was written for another model file: the study describes the weights it ran on."""
-    from model.card import read_card
+    from model.card import card_to_update
 
-    card = read_card(path)
-    if card is None:
-        raise ValueError(f"no readable model card at {path}")
-    if model_path is not None and card.describes(model_path) is False:
-        raise ValueError(f"the card at {path} was written for another model file than {model_path} "
-                         "(its model_sha256 differs): run the study with that card's model, or export this one")
+    card = card_to_update(path, model_path)
     merged = dict(card.faithfulness or {})
     merged["fraction"] = section["fraction"]
     sets = dict(merged.get("sets") or {})

@@ -208,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--whole-photos", action="store_true",
                    help="re-frame each source's whole photos of the split and detect + align every view "
                         "(as an upload is) instead of re-framing prepared crops")
+    p.add_argument("--card", default=None,
+                   help="--whole-photos with one --model: store the figures as the card's photo_jitter "
+                        "(refused when the card was written for another model file)")
     p.add_argument("--split", default="val", choices=("train", "val", "test"))
     p.add_argument("--limit", type=int, default=600, help="faces per source for the jitter study")
     p.add_argument("--views", type=int, default=8)
@@ -234,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.source:
         p.error("give --source (prepared faces) or --photo")
+    if args.card and not (args.whole_photos and len(models) == 1):
+        p.error("--card needs --whole-photos and one --model")
     if args.whole_photos:
         return _whole_photos(args, models)
     for model_file in models:
@@ -257,8 +262,11 @@ def _whole_photos(args, models: list[str]) -> int:
     from model.calibration import load_for_model
     from model.face_detect import FaceDetector
     from model.image_io import ImageError, load_image
+    from model.card import card_to_update
     from model.inference import Predictor
 
+    if args.card:
+        card_to_update(args.card, models[0])  # refuse a wrong card before minutes of detection
     detector = FaceDetector()
     predictors = {m: Predictor(load_model(m), flip_tta=not args.no_tta, calibration=load_for_model(m)) for m in models}
     report: dict = {m: {} for m in models}
@@ -279,6 +287,10 @@ def _whole_photos(args, models: list[str]) -> int:
             report[model_file][spec.name] = {**photo_jitter_spread(predictor, crops), "photos": len(photos),
                                              "left_out_no_face_in_a_view": missed}
         print(f"{spec.name}: " + json.dumps({m: r[spec.name] for m, r in report.items()}), file=sys.stderr)
+    if args.card:
+        card = card_to_update(args.card, models[0])
+        card.photo_jitter = {**card.photo_jitter, **report[models[0]]}
+        card.write(args.card)
     print(json.dumps(report))
     return 0
 

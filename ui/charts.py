@@ -335,12 +335,14 @@ def calibration_table(card: ModelCard) -> pd.DataFrame:
 
 
 def jitter_table(card: ModelCard) -> pd.DataFrame:
-    """How much answers move when the same face is re-framed (the card's framing_jitter)."""
+    """How much answers move when the same face is re-framed: the card's framing_jitter (the
+    aligned crop re-framed) and photo_jitter (the whole photo re-framed, then detected and aligned)."""
     rows = [
-        {"data": EVALUATION_NAMES.get(name, name), "faces": r.get("faces"),
+        {"data": EVALUATION_NAMES.get(name, name) + label, "faces": r.get("faces"),
          "gender probability spread": r.get("gender_probability_sd"), "age spread (years)": r.get("age_sd_years"),
          "gender call flips": r.get("gender_call_flips"), "age group changes": r.get("age_group_changes")}
-        for name, r in (card.framing_jitter or {}).items()
+        for section, label in ((card.framing_jitter, ""), (card.photo_jitter, ", whole photos"))
+        for name, r in (section or {}).items()
     ]
     frame = pd.DataFrame(rows)
     return frame.loc[:, frame.notna().any()] if len(frame) else frame  # cards from before a figure existed
