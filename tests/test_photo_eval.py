@@ -236,7 +236,7 @@ def test_whole_photo_figures_land_on_the_models_own_card_only(tmp_path, monkeypa
     card_path = ModelCard(name="m", model_sha256=file_sha256(model), framing_jitter={"x": {"faces": 1}}).write(
         tmp_path / "card.json")
     figures = {"faces": 2, "views": 3, "age_sd_years": 0.5}
-    monkeypatch.setattr(robustness, "photo_jitter_crops", lambda detector, photos, views: (np.zeros((2, 3, 4, 4, 3)), 0))
+    monkeypatch.setattr(robustness, "photo_jitter_crops", lambda detector, photos, views, progress: (np.zeros((2, 3, 4, 4, 3)), 0))
     monkeypatch.setattr(robustness, "photo_jitter_spread", lambda predictor, crops: dict(figures))
     monkeypatch.setattr("model.face_detect.FaceDetector", lambda: object())
     monkeypatch.setattr("model.architecture.load_model", lambda path: None)

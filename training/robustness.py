@@ -97,15 +97,21 @@ def spread_summary(p_female: np.ndarray, ages: np.ndarray) -> dict:
     }
 
 
-def photo_jitter_crops(detector, photos, views: int = 8, seed: int = 0) -> tuple[np.ndarray, int]:
+def photo_jitter_crops(detector, photos, views: int = 8, seed: int = 0,
+                       progress: str | None = None) -> tuple[np.ndarray, int]:
     """Each whole photo re-framed ``views`` times (replicated borders), every view detected and
     aligned as an upload is (the largest face): (photos, views, crop, crop, 3) UTKFace-framed
     crops of the photos whose face was found in every view, and how many photos were left out.
-    Model-independent, so several models share one detection pass (see :func:`photo_jitter_spread`)."""
+    Model-independent, so several models share one detection pass (see :func:`photo_jitter_spread`).
+    ``progress`` names a tqdm bar over the photos (MTCNN runs ``views`` times per photo)."""
     from model.align import align_face
 
     rng = np.random.default_rng(seed)
     kept, missed = [], 0
+    if progress is not None:
+        from tqdm.auto import tqdm
+
+        photos = tqdm(photos, desc=progress, unit="photo")
     for photo in photos:
         crops = []
         for _ in range(views):
@@ -260,9 +266,9 @@ def _whole_photos(args, models: list[str]) -> int:
     """--whole-photos: one detection pass per source, shared by every model."""
     from model.architecture import load_model
     from model.calibration import load_for_model
+    from model.card import card_to_update
     from model.face_detect import FaceDetector
     from model.image_io import ImageError, load_image
-    from model.card import card_to_update
     from model.inference import Predictor
 
     if args.card:
@@ -273,16 +279,14 @@ def _whole_photos(args, models: list[str]) -> int:
     for spec in args.source:
         records, _ = spec.read()
         records = [r for r in records if r.split == args.split]
-        if len(records) > args.limit:  # a fair sample (UTKFace's names sort by age)
-            pick = np.random.default_rng(0).choice(len(records), size=args.limit, replace=False)
-            records = [records[i] for i in np.sort(pick)]
+        records = [records[i] for i in jitter_sample(np.arange(len(records)), args.limit)]  # a fair sample
         photos = []
         for record in records:
             try:
                 photos.append(load_image(record.path if record.pixels is None else record.pixels))
             except ImageError:
                 continue
-        crops, missed = photo_jitter_crops(detector, photos, args.views)
+        crops, missed = photo_jitter_crops(detector, photos, args.views, progress=f"re-framing {spec.name}")
         for model_file, predictor in predictors.items():
             report[model_file][spec.name] = {**photo_jitter_spread(predictor, crops), "photos": len(photos),
                                              "left_out_no_face_in_a_view": missed}
