@@ -23,7 +23,7 @@ pages = [
     st.Page("pages/live.py", title="Live", icon=":material/videocam:", url_path="live"),
     st.Page("pages/explain.py", title="Explain", icon=":material/visibility:", url_path="explain"),
     st.Page("pages/dataset.py", title="Dataset explorer", icon=":material/bar_chart:", url_path="dataset"),
-    st.Page("pages/model_card.py", title="Model", icon=":material/model_training:", url_path="model"),
+    st.Page("pages/model_card.py", title="Model", icon=":material/model_training:", url_path="model_card"),
 ]
 page = st.navigation(pages)
 widgets.sidebar_footer()  # before the page: pages end early with st.stop() when they have nothing to show
