@@ -228,7 +228,6 @@ def test_whole_photo_figures_land_on_the_models_own_card_only(tmp_path, monkeypa
     """--whole-photos --card stores the figures as the card's photo_jitter, keeping the rest of
     the card; a card written for another model file is refused before any detection runs."""
     from model.card import ModelCard, card_to_update, file_sha256
-    from model.results import Detection, HeadOutputs
     from training import robustness
 
     model = tmp_path / "m.keras"
