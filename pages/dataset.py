@@ -3,7 +3,9 @@
 import streamlit as st
 
 from model import settings
-from ui import dataset, dataset_charts, state, widgets
+from ui import dataset, dataset_charts, runtime, state, widgets
+
+runtime.run_through_navigation()  # a linked page as the server's first request: see ui.runtime
 
 widgets.page_header(
     "Dataset explorer",

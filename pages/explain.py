@@ -5,7 +5,9 @@ import streamlit as st
 from model.heatmap_draw import OVERLAY_ALPHA
 from model.labels import HEAD_NAMES
 from model.results import CAM_METHODS
-from ui import photos, state, widgets
+from ui import photos, runtime, state, widgets
+
+runtime.run_through_navigation()  # a linked page as the server's first request: see ui.runtime
 
 widgets.page_header(
     "Explain a prediction",

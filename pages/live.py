@@ -2,7 +2,9 @@
 
 import streamlit as st
 
-from ui import live, state, widgets
+from ui import live, runtime, state, widgets
+
+runtime.run_through_navigation()  # a linked page as the server's first request: see ui.runtime
 
 widgets.page_header(
     "Live camera",

@@ -82,6 +82,33 @@ def _foreign_requests(urls: list[str], app_url: str) -> list[str]:
     return [u for u in urls if urlsplit(u).scheme not in ("data", "blob") and urlsplit(u).netloc != own]
 
 
+def test_a_link_to_a_page_opens_that_page_without_a_not_found_dialog(app_url):
+    """The module's first test, so a linked page is the server's very first page request: until a
+    session has run st.navigation, Streamlit runs a pages/ file on its own (old-style navigation,
+    no app.py); the page sends itself back through st.navigation (ui.runtime). Each page's URL
+    path is its file's name: with a pages/ folder beside st.navigation, Streamlit showed "Page
+    not found" over a linked page whose path differed (/model, before it became model_card)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+                                             timeout=60_000)
+        try:
+            for path, heading in (("explain", "Explain a prediction"), ("model_card", "The model"),
+                                  ("dataset", "Dataset explorer")):
+                linked = browser.new_page(viewport={"width": 1200, "height": 900})
+                linked.goto(urljoin(app_url + "/", path), wait_until="domcontentloaded", timeout=STEP_MS)
+                expect(linked.get_by_role("heading", name=heading)).to_be_visible(timeout=STEP_MS)
+                linked.wait_for_timeout(1500)
+                assert linked.get_by_text("Page not found").count() == 0, path
+                nav = linked.get_by_test_id("stSidebarNav")
+                expect(nav.get_by_role("link", name="Dataset explorer", exact=True)).to_be_visible()  # app.py's titles
+                _no_exception(linked)
+                linked.close()
+        finally:
+            browser.close()
+
+
 def test_upload_photo_and_visit_every_page(app_url):
     from playwright.sync_api import expect, sync_playwright
 
@@ -144,30 +171,3 @@ def test_upload_photo_and_visit_every_page(app_url):
     assert not foreign, f"the page asked other hosts: {sorted(set(foreign))}"
     for name in ("analyze_page.png", "explain_page.png", "dataset_page.png", "model_page.png"):
         assert (ARTIFACTS / name).stat().st_size > 10_000
-
-
-def test_a_link_to_a_page_opens_that_page_without_a_not_found_dialog(app_url):
-    """Each page's URL path is its file's name in pages/: with a pages/ folder beside
-    st.navigation, Streamlit shows "Page not found" over a linked page whose path differs
-    (measured on /model before the Model page's path became model_card)."""
-    from playwright.sync_api import expect, sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-                                             timeout=60_000)
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.set_default_timeout(STEP_MS)
-            page.goto(app_url, wait_until="domcontentloaded", timeout=STEP_MS)  # the entry page registers the pages
-            expect(page.get_by_role("heading", name="Analyze a photo")).to_be_visible()
-            for path, heading in (("model_card", "The model"), ("dataset", "Dataset explorer"),
-                                  ("explain", "Explain a prediction")):
-                linked = browser.new_page(viewport={"width": 1200, "height": 900})
-                linked.goto(urljoin(app_url + "/", path), wait_until="domcontentloaded", timeout=STEP_MS)
-                expect(linked.get_by_role("heading", name=heading)).to_be_visible(timeout=STEP_MS)
-                linked.wait_for_timeout(1500)
-                assert linked.get_by_text("Page not found").count() == 0, path
-                _no_exception(linked)
-                linked.close()
-        finally:
-            browser.close()

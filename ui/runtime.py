@@ -1,4 +1,5 @@
-"""Streamlit runtime settings the app needs, applied once at start-up from app.py."""
+"""Streamlit runtime settings the app needs: applied once at start-up from app.py, and the check
+every page runs first (:func:`run_through_navigation`)."""
 
 from __future__ import annotations
 
@@ -67,3 +68,31 @@ def release_free_memory() -> bool:
     analysed; True when memory was returned.
     """
     return bool(_TRIM(0)) if _TRIM is not None else False
+
+
+def run_through_navigation() -> None:
+    """Run a page that Streamlit started on its own through app.py's ``st.navigation`` instead.
+
+    Until some session has called ``st.navigation``, Streamlit 1.67 treats the ``pages/``
+    folder as old-style pages: a link to a page, as the server's first request, runs that
+    page's file alone, without app.py (no page config, no sidebar note, no
+    :func:`keep_keras_session`, old-style navigation). Every page calls this first: it
+    switches that mode off and runs app.py in its place, whose ``st.navigation`` (URL paths
+    are the file names) runs the same page again, properly, in the same script run, so
+    nothing the visitor did is lost; then it stops the page's own run.
+    """
+    import runpy
+
+    import streamlit as st
+
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a Streamlit without the old-style mode
+        return
+    if not getattr(PagesManager, "uses_pages_directory", False):
+        return
+    from model import settings
+
+    PagesManager.uses_pages_directory = False
+    runpy.run_path(str(settings.PROJECT_ROOT / "app.py"), run_name="__main__")
+    st.stop()
