@@ -559,8 +559,28 @@ def _train(cfg: TrainConfig, strategy, run_dir: Path) -> dict:
     weights = sample_weights(train.labels, cfg.class_weight_power, cfg.age_weight_power)
     ones = {k: (val.labels[k if k != "age" else "age_low"] >= 0).astype(np.float32) for k in weights}
     probabilities = sampling_probabilities(train.source, [s.weight for s in specs] or [1.0])
+    # Nothing to train: export or recalibrate before any teacher or input pipeline is built.
+    if cfg.recalibrate:
+        from training.export import recalibrate_exported
+
+        model_path = Path(cfg.recalibrate)
+        card_path = Path(cfg.model_card) if cfg.model_card else model_path.parent / "model_card.json"
+        return {"config": asdict(cfg), "summary": summary,
+                **recalibrate_exported(model_path, card_path, arrays, (probabilities, weights["age"]),
+                                       cfg.ethnicity_mix)}
+    if cfg.export_from:
+        if not cfg.output:
+            raise SystemExit("--export-from needs --output")
+        from training.export import export_model
+
+        done = json.loads(state_file.read_text()) if state_file.is_file() else {}
+        minutes = float(done.get("minutes", 0.0))  # the run's own training time
+        return {"config": asdict(cfg), "train_minutes": minutes, "summary": summary,
+                **export_model(run_dir, cfg, arrays, summary, minutes, (probabilities, weights["age"]),
+                               weights_from=Path(cfg.export_from))}
+
     teacher = None
-    if cfg.distill_from and not cfg.export_from:
+    if cfg.distill_from:
         from training.distill import teacher_outputs
 
         print(f"teacher: {cfg.distill_from} on {len(train)} training faces", flush=True)
@@ -586,25 +606,6 @@ def _train(cfg: TrainConfig, strategy, run_dir: Path) -> dict:
     if cfg.strategy != "default" and len(val) < cfg.batch_size:
         # Keras 3 averages the first validation batch over the replicas; a partial one splits unevenly and fails.
         raise SystemExit(f"under a strategy, give at least one global batch ({cfg.batch_size}) of validation images")
-
-    if cfg.recalibrate:
-        from training.export import recalibrate_exported
-
-        model_path = Path(cfg.recalibrate)
-        card_path = Path(cfg.model_card) if cfg.model_card else model_path.parent / "model_card.json"
-        return {"config": asdict(cfg), "summary": summary,
-                **recalibrate_exported(model_path, card_path, arrays, (probabilities, weights["age"]),
-                                       cfg.ethnicity_mix)}
-    if cfg.export_from:
-        if not cfg.output:
-            raise SystemExit("--export-from needs --output")
-        from training.export import export_model
-
-        done = json.loads(state_file.read_text()) if state_file.is_file() else {}
-        minutes = float(done.get("minutes", 0.0))  # the run's own training time
-        return {"config": asdict(cfg), "train_minutes": minutes, "summary": summary,
-                **export_model(run_dir, cfg, arrays, summary, minutes, (probabilities, weights["age"]),
-                               weights_from=Path(cfg.export_from))}
 
     with strategy.scope():
         if state is not None:
