@@ -134,14 +134,18 @@ class Calibration:
         dist = self.adjust_age_distribution(age_dist)
         age, interval = self.age_readout(dist, u)
         g = np.asarray(gender, np.float64)
-        e = np.asarray(ethnicity, np.float64)
         if n and self.gender_temperature != (1.0, 0.0):
             g = temper(g, linear_in_unfamiliarity(self.gender_temperature, known))
-        if n and self.ethnicity_temperature != (1.0, 0.0):
-            e = temper(e, linear_in_unfamiliarity(self.ethnicity_temperature, known))
-        e = self.adjust_ethnicity(e)
+        e = self.adjust_ethnicity(self.tempered_ethnicity(ethnicity, u))
         return {"age_dist": dist, "age": age, "age_interval": interval, "gender": g, "ethnicity": e,
                 "unfamiliarity": u}
+
+    def tempered_ethnicity(self, ethnicity: np.ndarray, unfamiliarity: np.ndarray) -> np.ndarray:
+        """(N, 5) probabilities tempered by unfamiliarity (NaN: an ordinary face), before the prior."""
+        e = np.asarray(ethnicity, np.float64)
+        if not len(e) or self.ethnicity_temperature == (1.0, 0.0):
+            return e
+        return temper(e, linear_in_unfamiliarity(self.ethnicity_temperature, _ordinary_if_unknown(unfamiliarity)))
 
     def age_readout(self, age_dist: np.ndarray, unfamiliarity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, K) (already prior-adjusted) distributions -> expected ages and calibrated 80% intervals.

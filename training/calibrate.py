@@ -124,9 +124,8 @@ def choose_ethnicity_prior_power(sets: list[EvalSet], base: Calibration, mix: st
     for s in scored:
         m = s.has("ethnicity")
         features = s.raw.get("features")
-        out = replace(base, ethnicity_prior_power=0.0).apply(
-            s.raw["age_dist"][m], s.raw["gender"][m], s.raw["ethnicity"][m], None if features is None else features[m])
-        tempered.append((out["ethnicity"], s.labels["ethnicity"][m]))
+        u = base.unfamiliarity(None if features is None else features[m], int(m.sum()))
+        tempered.append((base.tempered_ethnicity(s.raw["ethnicity"][m], u), s.labels["ethnicity"][m]))
     scores = {}
     for power in ETHNICITY_PRIOR_POWERS:
         per_set = []
