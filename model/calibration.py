@@ -75,6 +75,14 @@ def divide_prior(probabilities: np.ndarray, prior: np.ndarray, power: float) -> 
     return adjusted / np.maximum(adjusted.sum(1, keepdims=True), 1e-300)
 
 
+def best_mean_power(scores: dict) -> str | float:
+    """The key of the ethnicity prior power with the best mean of accuracy and balanced
+    accuracy (``scores[power]["score"]``); ties go to the smaller power. Keys may be floats
+    (training) or their strings (a card read from JSON): one rule for the chooser and the
+    Model page, which cannot import ``training``."""
+    return max(scores, key=lambda p: (scores[p]["score"], -float(p)))
+
+
 def scale_intervals(centre: np.ndarray, intervals: np.ndarray, below: np.ndarray, above: np.ndarray,
                     low: float, high: float) -> np.ndarray:
     """Stretch each [lo, hi] around ``centre``: its lower half by ``below``, its upper half by

@@ -212,3 +212,12 @@ def test_ethnicity_prior_power_is_chosen_where_both_mixes_gain_and_is_zero_when_
     assert choose_ethnicity_prior_power([evalset(0.7, 0.1)], Calibration(), "between") == (0.0, {})
     with pytest.raises(ValueError, match="mix"):
         choose_ethnicity_prior_power([evalset(0.7, 0.1)], base, "even")
+
+
+def test_best_mean_power_is_one_rule_for_float_and_card_keys_and_ties_go_to_the_smaller_power():
+    from model.calibration import best_mean_power
+
+    table = {0.0: {"score": 0.80}, 0.3: {"score": 0.83}, 0.5: {"score": 0.83}, 1.0: {"score": 0.79}}
+    assert best_mean_power(table) == 0.3
+    as_read_from_a_card = {str(k): v for k, v in reversed(list(table.items()))}
+    assert best_mean_power(as_read_from_a_card) == "0.3"

@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from model.calibration import Calibration, linear_in_unfamiliarity
+from model.calibration import Calibration, best_mean_power, linear_in_unfamiliarity
 from model.familiarity import Familiarity
 from model.labels import ETHNICITIES, NUM_AGE_BINS
 from model.postprocess import age_intervals, expected_age
@@ -133,7 +133,7 @@ def choose_ethnicity_prior_power(sets: list[EvalSet], base: Calibration, mix: st
             acc, bal = accuracy_and_balanced(base.ethnicity_prior[None, :] ** -power * probs, codes)
             per_set.append({"accuracy": acc, "balanced_accuracy": bal, "score": (acc + bal) / 2})
         scores[power] = {k: round(float(np.mean([r[k] for r in per_set])), 4) for k in per_set[0]}
-    best = max(scores, key=lambda p: (scores[p]["score"], -p)) if mix == "between" else 0.0
+    best = best_mean_power(scores) if mix == "between" else 0.0
     return best, scores
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from model.calibration import best_mean_power
 from model.card import ModelCard
 from model.labels import AGE_GROUP_NAMES, ETHNICITIES, ETHNICITY_DISPLAY, GENDERS
 
@@ -232,7 +233,7 @@ def ethnicity_mix_text(card: ModelCard) -> str:
     if not table:
         return ""
     served = str(float(fitted.get("ethnicity_prior_power", 0.0)))
-    between = max(table, key=lambda p: (table[p]["score"], -float(p)))
+    between = best_mean_power(table)
     text = ("UTKFace, the training data, is mostly White and has few faces of the Other group, and a network trained "
             "on it calls close faces by the commoner group's name. Dividing part of that mix out of the answer "
             "(a larger power) raises the recall of rarer groups (balanced accuracy) and lowers accuracy on "
