@@ -193,6 +193,30 @@ def test_real_photo_augmentation_degrades_but_keeps_shape_and_range():
     assert out.shape == faces.shape and out.min() >= 0 and out.max() <= 255
 
 
+def test_hiding_hair_covers_the_crops_sides_and_top_with_one_flat_colour_and_leaves_the_face():
+    import tensorflow as tf
+
+    from training.augment import AugmentConfig, augment_batch, hair_mask
+
+    mask = hair_mask(100, tf.fill([2, 1, 1], 0.1), tf.constant([[[0.0]], [[0.2]]])).numpy()[..., 0]
+    assert mask.shape == (2, 100, 100)
+    assert mask[0, :, :10].all() and mask[0, :, 90:].all() and not mask[0, :, 10:90].any()  # no top band
+    assert mask[1, :20].all() and not mask[1, 20:, 10:90].any()
+    rng = np.random.default_rng(3)
+    from tests.conftest import synthetic_face
+
+    faces = np.stack([synthetic_face(rng, 64) for _ in range(8)]).astype(np.float32)
+    still = dict(max_rotation_deg=0, zoom_range=(1, 1), max_shift=0, brightness=0, contrast=(1, 1),
+                 grayscale_probability=0)
+    out = augment_batch(tf.constant(faces), AugmentConfig(**still, hair_occlusion_probability=1.0)).numpy()
+    plain = augment_batch(tf.constant(faces), AugmentConfig(**still)).numpy()
+    centre = (slice(12, 64), slice(13, 51))  # inside the largest margins (20% of each side, 16% of the top)
+    for got, face, before in zip(out, faces, plain):  # each call draws its own mirror flips
+        assert any(np.array_equal(got[centre], view[centre]) for view in (face, face[:, ::-1]))
+        edge = got[:, 0]  # the outer column is hidden at every margin drawn
+        assert np.allclose(edge, edge[0]) and not np.allclose(before[:, 0], edge)
+
+
 def test_paired_views_can_share_their_looks_and_differ_only_in_framing():
     """shared_looks: rows 0/1, 2/3, ... get the same light, colour, occlusion and degradation,
     so two copies of a flat grey face come out identical in a pair (framing cannot show on a

@@ -4,7 +4,9 @@ One projective transform per image combines flip, rotation, zoom and shift, so a
 batch costs a single resampling op; then brightness, contrast and occasional
 grayscale. :meth:`AugmentConfig.real_photos` adds what people's uploads have and
 UTKFace's clean crops lack: low resolution, blur, JPEG artefacts, colour casts,
-hard directional light and partial occlusion (glasses, a hand). Input and output:
+hard directional light and partial occlusion (glasses, a hand). ``hair_occlusion_probability``
+hides what lies around the face (hair at the sides and above the brows) under a flat
+colour, as short or tied-back hair, a hat or a headscarf would. Input and output:
 float32 (N, S, S, 3) in [0, 255].
 
 With ``shared_looks=True`` adjacent rows (0 and 1, 2 and 3, ...) are two views of one
@@ -37,6 +39,7 @@ class AugmentConfig:
     colour_cast_probability: float = 0.0  # per-channel gains 0.8-1.2
     hard_light_probability: float = 0.0  # gamma 0.6-1.6 and a linear shading ramp
     occlusion_probability: float = 0.0  # a dark band over the eyes or a skin-toned patch
+    hair_occlusion_probability: float = 0.0  # flat colour over the crop's sides and top (see _hide_hair)
 
     @classmethod
     def real_photos(cls, max_rotation_deg: float = 15.0, zoom_range: tuple[float, float] = (0.82, 1.2)) -> AugmentConfig:
@@ -149,6 +152,32 @@ def _occlusion(images: tf.Tensor, size: int, shared: bool = False) -> tf.Tensor:
     return images * (1.0 - mask) + colour * mask
 
 
+def hair_mask(size: int, side: tf.Tensor, top: tf.Tensor) -> tf.Tensor:
+    """(N, S, S, 1) 1 where hair sits in an aligned crop: the outer ``side`` of each side
+    and the top ``top`` of the height ((N, 1, 1) fractions; 0 hides nothing there)."""
+    coords = (tf.range(size, dtype=tf.float32) + 0.5) / size
+    gx = tf.reshape(coords, [1, 1, size])
+    gy = tf.reshape(coords, [1, size, 1])
+    outside = (gx < side) | (gx > 1.0 - side) | (gy < top)
+    return tf.cast(outside, tf.float32)[..., None]
+
+
+def _hide_hair(images: tf.Tensor, size: int, shared: bool = False) -> tf.Tensor:
+    """A flat colour over the hair around the face, so gender and age are read from the face.
+
+    The shipped model leans on hair: on 500 adult UTKFace validation crops, greying the
+    outer 15% of each side lowered its gender accuracy for women from 95.8% to 87.4%.
+    The aligned crop puts the eyes at ~0.29 of the height and the cheeks ~0.15 in from
+    each side; the hidden margins stay outside both, the top one above the brows.
+    """
+    batch = tf.shape(images)[0]
+    side = _uniform(batch, [1, 1], 0.06, 0.2, shared)
+    top = _uniform(batch, [1, 1], 0.0, 0.16, shared)
+    mask = hair_mask(size, side, top)
+    colour = _uniform(batch, [1, 1, 3], 0.0, 255.0, shared)
+    return images * (1.0 - mask) + colour * mask
+
+
 def augment_batch(images: tf.Tensor, cfg: AugmentConfig = AugmentConfig(), shared_looks: bool = False) -> tf.Tensor:
     shared = shared_looks
     images = tf.cast(images, tf.float32)
@@ -162,6 +191,9 @@ def augment_batch(images: tf.Tensor, cfg: AugmentConfig = AugmentConfig(), share
         interpolation="BILINEAR",
         fill_mode="REFLECT",
     )
+    if cfg.hair_occlusion_probability > 0:
+        images = tf.where(_chosen(batch, cfg.hair_occlusion_probability, shared), _hide_hair(images, size, shared),
+                          images)
     if cfg.occlusion_probability > 0:
         images = tf.where(_chosen(batch, cfg.occlusion_probability, shared), _occlusion(images, size, shared), images)
     if cfg.hard_light_probability > 0:

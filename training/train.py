@@ -30,7 +30,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +91,9 @@ class TrainConfig:
     aug_zoom_min: float = 0.82
     aug_zoom_max: float = 1.2
     aug_rotation_deg: float = 15.0
+    # Share of faces whose hair (the crop's sides and top) is hidden under a flat colour
+    # (training.augment._hide_hair); 0 keeps the shipped recipe.
+    hair_occlusion: float = 0.0
     verbose: int = 1
 
 
@@ -130,7 +133,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     for name in ("head_lr", "lr", "min_lr", "warmup_epochs", "weight_decay", "age_loss_weight",
                  "label_smoothing", "class_weight_power", "age_weight_power", "consistency", "distill_weight",
-                 "aug_zoom_min", "aug_zoom_max", "aug_rotation_deg"):
+                 "aug_zoom_min", "aug_zoom_max", "aug_rotation_deg", "hair_occlusion"):
         p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
     p.add_argument("--consistency-views", choices=("all", "framing"), default=defaults.consistency_views,
                    help="with --consistency: the two views of a face differ in every augmentation (all), or "
@@ -287,6 +290,7 @@ def make_dataset(arrays: TrainArrays, weights: dict[str, np.ndarray], cfg: Train
     zoom = (cfg.aug_zoom_min, cfg.aug_zoom_max)
     aug = (AugmentConfig.real_photos(cfg.aug_rotation_deg, zoom) if cfg.augment == "real_photos"
            else AugmentConfig(max_rotation_deg=cfg.aug_rotation_deg, zoom_range=zoom))
+    aug = replace(aug, hair_occlusion_probability=cfg.hair_occlusion)
 
     def targets(idx):
         age = tf.cast(tf.gather(lab["age"], idx), tf.float32)
