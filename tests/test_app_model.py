@@ -139,6 +139,24 @@ def test_a_card_written_for_another_model_file_is_flagged(monkeypatch, tmp_path)
     assert "written for another model file" in warnings[0] and str(model) in warnings[0]
 
 
+def test_the_model_files_hash_is_remembered_until_the_file_is_written_again(tmp_path, monkeypatch):
+    import builtins
+    import os
+
+    from model.card import file_sha256
+
+    model = tmp_path / "served.keras"
+    model.write_bytes(b"first weights")
+    opened = []
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda path, *a, **k: opened.append(str(path)) or real_open(path, *a, **k))
+    first = file_sha256(model)
+    assert file_sha256(model) == first and len(opened) == 1  # a rerun of the Model page reads nothing
+    model.write_bytes(b"other weights")  # the same size: only the modification time tells
+    os.utime(model, ns=(0, model.stat().st_mtime_ns + 1))  # a new export, even within one clock tick
+    assert file_sha256(model) != first and len(opened) == 2
+
+
 def test_missing_card_is_a_warning_not_a_crash(monkeypatch, tmp_path):
     at = _page(monkeypatch, tmp_path / "absent.json")
     assert "No model card" in at.warning[0].value
