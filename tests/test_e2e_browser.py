@@ -95,7 +95,7 @@ def test_a_link_to_a_page_opens_that_page_without_a_not_found_dialog(app_url):
                                              timeout=60_000)
         try:
             for path, heading in (("explain", "Explain a prediction"), ("model_card", "The model"),
-                                  ("dataset", "Dataset explorer")):
+                                  ("dataset", "Dataset explorer"), ("analyze", "Analyze a photo")):
                 linked = browser.new_page(viewport={"width": 1200, "height": 900})
                 linked.goto(urljoin(app_url + "/", path), wait_until="domcontentloaded", timeout=STEP_MS)
                 expect(linked.get_by_role("heading", name=heading)).to_be_visible(timeout=STEP_MS)
