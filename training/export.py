@@ -121,7 +121,8 @@ def fit_and_evaluate_readout(model, arrays: dict, draws: tuple, ethnicity_mix: s
     calibration, calibration_section = calibrate_model(chosen, arrays, probabilities, age_weight, val_raw=chosen_raw,
                                                        ethnicity_mix=ethnicity_mix)
     val = evaluate_by_source(chosen, arrays["val"], chosen_raw, calibration)
-    predictor = Predictor(model, flip_tta=flip_tta, calibration=calibration)  # what the app serves
+    predictor = chosen  # what the app serves: the chosen flip setting with the fitted read-out
+    predictor.calibration = calibration
     test = evaluate_by_source(predictor, arrays["test"])
     evaluations = {name: {"val": val.get(name), "test": test.get(name)} for name in names}
     first_test = arrays["test"].subset(arrays["test"].source == 0)
