@@ -87,7 +87,8 @@ def test_a_link_to_a_page_opens_that_page_without_a_not_found_dialog(app_url):
     session has run st.navigation, Streamlit runs a pages/ file on its own (old-style navigation,
     no app.py); the page sends itself back through st.navigation (ui.runtime). Each page's URL
     path is its file's name: with a pages/ folder beside st.navigation, Streamlit showed "Page
-    not found" over a linked page whose path differed (/model, before it became model_card)."""
+    not found" over a linked page whose path differed (/model, before it became model_card). The
+    default page lives at / and /analyze switches to it (app.py's hidden page)."""
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
