@@ -72,8 +72,8 @@ def model_card():
 def card_mismatch() -> str | None:
     """A warning when the served model's card was written for another model file (by the
     SHA-256 export stores in it), e.g. FACELENS_MODEL_CARD left pointing at an older card;
-    None when it matches, or when the card or model cannot tell. Hashes the model file
-    (~30 ms): the Model page asks once per rerun."""
+    None when it matches, or when the card or model cannot tell. The Model page asks once per
+    rerun; the model file's hash is computed once per file version (model.card.file_sha256)."""
     card, model_path = model_card(), settings.model_path()
     if card is None or card.describes(model_path) is not False:
         return None
