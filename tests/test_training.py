@@ -217,6 +217,36 @@ def test_hiding_hair_covers_the_crops_sides_and_top_with_one_flat_colour_and_lea
         assert np.allclose(edge, edge[0]) and not np.allclose(before[:, 0], edge)
 
 
+def test_hair_is_hidden_only_on_the_faces_allowed():
+    """--hair-occlusion-min-age: a child's crop keeps its hair; an adult's loses it."""
+    import tensorflow as tf
+
+    from training.augment import AugmentConfig, augment_batch
+
+    rng = np.random.default_rng(5)
+    from tests.conftest import synthetic_face
+
+    faces = np.stack([synthetic_face(rng, 64) for _ in range(6)]).astype(np.float32)
+    still = dict(max_rotation_deg=0, zoom_range=(1, 1), max_shift=0, brightness=0, contrast=(1, 1),
+                 grayscale_probability=0)
+    allowed = [True, False, True, False, False, True]
+    out = augment_batch(tf.constant(faces), AugmentConfig(**still, hair_occlusion_probability=1.0),
+                        hair_allowed=tf.constant(allowed)).numpy()
+    for got, face, hide in zip(out, faces, allowed):  # each image may come out mirrored
+        untouched = any(np.allclose(got, view) for view in (face, face[:, ::-1]))
+        assert untouched == (not hide)
+        assert np.allclose(got[:, 0], got[0, 0]) == hide  # a hidden margin is one flat colour
+
+
+def test_training_hides_hair_by_age_label_and_treats_unknown_ages_as_adults():
+    from training.train import hair_allowed_mask
+
+    age = np.array([3, 25, -1, -1, 17, 18, -1])
+    age_low = np.array([-1, -1, -1, 10, -1, -1, 30])
+    assert hair_allowed_mask(age, age_low, 18).numpy().tolist() == [False, True, True, False, False, True, True]
+    assert hair_allowed_mask(age, age_low, 0).numpy().all()
+
+
 def test_paired_views_can_share_their_looks_and_differ_only_in_framing():
     """shared_looks: rows 0/1, 2/3, ... get the same light, colour, occlusion and degradation,
     so two copies of a flat grey face come out identical in a pair (framing cannot show on a

@@ -179,7 +179,10 @@ def _hide_hair(images: tf.Tensor, size: int, shared: bool = False) -> tf.Tensor:
     return images * (1.0 - mask) + colour * mask
 
 
-def augment_batch(images: tf.Tensor, cfg: AugmentConfig = AugmentConfig(), shared_looks: bool = False) -> tf.Tensor:
+def augment_batch(images: tf.Tensor, cfg: AugmentConfig = AugmentConfig(), shared_looks: bool = False,
+                  hair_allowed: tf.Tensor | None = None) -> tf.Tensor:
+    """``hair_allowed`` ((N,) bool, optional) limits hiding the hair to those faces: a
+    child's gender is read mostly from the hair, so hiding it there teaches guessing."""
     shared = shared_looks
     images = tf.cast(images, tf.float32)
     batch = tf.shape(images)[0]
@@ -193,8 +196,10 @@ def augment_batch(images: tf.Tensor, cfg: AugmentConfig = AugmentConfig(), share
         fill_mode="REFLECT",
     )
     if cfg.hair_occlusion_probability > 0:
-        images = tf.where(_chosen(batch, cfg.hair_occlusion_probability, shared), _hide_hair(images, size, shared),
-                          images)
+        hide = _chosen(batch, cfg.hair_occlusion_probability, shared)
+        if hair_allowed is not None:
+            hide = hide & tf.reshape(tf.cast(hair_allowed, tf.bool), [-1, 1, 1, 1])
+        images = tf.where(hide, _hide_hair(images, size, shared), images)
     if cfg.occlusion_probability > 0:
         images = tf.where(_chosen(batch, cfg.occlusion_probability, shared), _occlusion(images, size, shared), images)
     if cfg.hard_light_probability > 0:
