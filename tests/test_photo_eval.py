@@ -103,6 +103,43 @@ def test_jitter_spread_is_zero_for_a_model_that_ignores_framing_and_positive_oth
     assert 0 < moving["age_group_changes"] <= 1
 
 
+def test_hidden_hair_study_catches_a_model_that_reads_gender_from_the_crops_edges():
+    """A model that reads gender from the outer columns (the hair) loses the women when the
+    sides are greyed; one that reads the centre does not; children are left out."""
+    from model.results import HeadOutputs
+    from training.robustness import hidden_hair_report, hide_hair
+
+    def answers(score):
+        p = np.clip(score, 0.0, 1.0)
+        n = len(p)
+        return HeadOutputs(np.full(n, 30.0), np.zeros((n, 2)), np.zeros((n, 3)), np.stack([1 - p, p], 1),
+                           np.zeros((n, 5)))
+
+    class ReadsTheEdges:
+        def __call__(self, faces):
+            return answers(faces[:, 40:, :5].mean((1, 2, 3)) / 255.0 - 0.1)  # a bright side margin: a woman
+
+    class ReadsTheCentre:
+        def __call__(self, faces):
+            return answers(faces[:, 40:60, 40:60].mean((1, 2, 3)) / 255.0 - 0.1)
+
+    faces = np.full((6, 100, 100, 3), 20, np.uint8)
+    gender = np.array([1, 1, 1, 0, 0, 1])
+    faces[gender == 1] = 230  # women: bright everywhere; men: dark everywhere
+    age = np.array([30, 45, -1, 30, 50, 8])  # the 8-year-old is left out
+    hidden = hide_hair(faces, 0.15, 0.0)
+    assert (hidden[:, :, :15] == 128).all() and (hidden[:, :, 85:] == 128).all()
+    assert np.array_equal(hidden[:, :, 15:85], faces[:, :, 15:85])
+    assert (hide_hair(faces, 0.0, 0.15)[:, :15] == 128).all()
+
+    edges = hidden_hair_report(ReadsTheEdges(), faces, {"gender": gender, "age": age})
+    assert edges["n_women"] == 3 and edges["n_men"] == 2
+    assert edges["plain"] == {"women": 1.0, "men": 1.0}
+    assert edges["sides"] == {"women": 0.0, "men": 1.0} and edges["top"] == edges["plain"]
+    centre = hidden_hair_report(ReadsTheCentre(), faces, {"gender": gender, "age": age})
+    assert centre["sides"] == centre["top"] == centre["plain"] == {"women": 1.0, "men": 1.0}
+
+
 @pytest.mark.slow
 def test_evaluate_photos_runs_the_whole_analyzer(tmp_path, untrained_model_path):
     """--photos: a labels.csv folder of whole photos -> one JSON object with the photo metrics."""

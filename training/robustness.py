@@ -17,6 +17,10 @@ Two studies on prepared (detected + aligned) faces of a split:
   when the same photo is cropped or rotated a little differently;
 * degraded photos: quarter resolution, JPEG quality 20, grayscale, blur, each scored
   like the clean faces.
+
+``--hidden-hair`` instead scores the gender of adult faces with the hair around the face
+greyed out (the crop's outer 15% of each side, or its top 15%), as short or tied-back
+hair, a hat or a headscarf hide it: how much a model reads gender from hair.
 """
 
 from __future__ import annotations
@@ -162,6 +166,40 @@ def degrade_all(faces: np.ndarray, kind: str) -> np.ndarray:
     return np.stack([degrade(f, kind) for f in faces])
 
 
+#: Hair greyed out in the hidden-hair study: (name, share of each side, share of the top).
+HAIR_HIDINGS: tuple[tuple[str, float, float], ...] = (("plain", 0.0, 0.0), ("sides", 0.15, 0.0), ("top", 0.0, 0.15))
+
+
+def hide_hair(faces: np.ndarray, side: float, top: float, grey: int = 128) -> np.ndarray:
+    """(N, S, S, 3) aligned crops with the outer ``side`` of each side and the top ``top``
+    of the height set to one grey (where hair sits in the aligned framing)."""
+    out = np.array(faces, copy=True)
+    size = out.shape[2]
+    k, t = int(round(side * size)), int(round(top * out.shape[1]))
+    if k:
+        out[:, :, :k] = grey
+        out[:, :, size - k:] = grey
+    if t:
+        out[:, :t] = grey
+    return out
+
+
+def hidden_hair_report(predictor, faces: np.ndarray, labels: dict[str, np.ndarray], min_age: int = 20) -> dict:
+    """Gender accuracy of women and men, plain and with the hair hidden (:data:`HAIR_HIDINGS`).
+
+    Faces with a known age under ``min_age`` are left out: a child's hair is most of what
+    tells its gender, so hiding it measures something else."""
+    gender, age = labels["gender"], labels["age"]
+    keep = (gender >= 0) & ((age < 0) | (age >= min_age))
+    faces, gender = faces[keep], gender[keep]
+    report: dict = {"n_women": int((gender == 1).sum()), "n_men": int((gender == 0).sum())}
+    for name, side, top in HAIR_HIDINGS:
+        right = np.asarray(predictor(hide_hair(faces, side, top)).gender).argmax(1) == gender
+        report[name] = {who: round(float(right[gender == code].mean()), 4) if (gender == code).any() else None
+                        for who, code in (("women", 1), ("men", 0))}
+    return report
+
+
 def photo_sweep(analyzer, photo: np.ndarray, widths: tuple[int, ...] = (320, 480, 640, 800, 1024),
                 crops: tuple[float, ...] = (0.0, 0.03, 0.06, 0.1)) -> dict:
     """One photo resized to several widths and cropped by a few percent on each side,
@@ -214,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--whole-photos", action="store_true",
                    help="re-frame each source's whole photos of the split and detect + align every view "
                         "(as an upload is) instead of re-framing prepared crops")
+    p.add_argument("--hidden-hair", action="store_true",
+                   help="instead: gender accuracy of adult faces with the hair around the face greyed out")
     p.add_argument("--card", default=None,
                    help="--whole-photos with one --model: store the figures as the card's photo_jitter "
                         "(refused when the card was written for another model file)")
@@ -247,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--card needs --whole-photos and one --model")
     if args.whole_photos:
         return _whole_photos(args, models)
+    if args.hidden_hair:
+        return _hidden_hair(args, models)
     for model_file in models:
         model = load_model(model_file)
         predictor = Predictor(model, flip_tta=not args.no_tta, calibration=load_for_model(model_file))
@@ -256,6 +298,27 @@ def main(argv: list[str] | None = None) -> int:
             if not len(faces):
                 continue
             per_source[spec.name] = jitter_spread(predictor, jitter_sample(faces, args.limit), views=args.views)
+        report[model_file] = per_source
+        print(f"{model_file}: {json.dumps(per_source)}", file=sys.stderr)
+    print(json.dumps(report))
+    return 0
+
+
+def _hidden_hair(args, models: list[str]) -> int:
+    from model.architecture import load_model
+    from model.calibration import load_for_model
+    from model.inference import Predictor
+    from training.prepare import load_prepared
+    from training.sources import label_arrays
+
+    report: dict = {}
+    for model_file in models:
+        predictor = Predictor(load_model(model_file), flip_tta=not args.no_tta, calibration=load_for_model(model_file))
+        per_source = {}
+        for spec in args.source:
+            records, faces = load_prepared(spec, Path(args.prepared_dir), predictor.input_size, split=args.split)
+            if len(faces):
+                per_source[spec.name] = hidden_hair_report(predictor, faces, label_arrays(records))
         report[model_file] = per_source
         print(f"{model_file}: {json.dumps(per_source)}", file=sys.stderr)
     print(json.dumps(report))
