@@ -70,6 +70,8 @@ class ModelCard:
     framing_jitter: dict[str, Any] = field(default_factory=dict)  # source -> training.robustness.jitter_spread
     # source -> training.robustness.photo_jitter_spread: whole photos re-framed, detected and aligned
     photo_jitter: dict[str, Any] = field(default_factory=dict)
+    # source -> training.robustness.hidden_hair_report plus "split": adults' gender with the hair greyed
+    hidden_hair: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)  # minutes, machine, config, history
     # training.gradcam_faithfulness --card: {"fraction", "sets": {name: {"label", "faces", "results":
     # {method: {head: {"drop_hot", "drop_random", "wins", "t"}}}}}}
@@ -116,7 +118,7 @@ class ModelCard:
     def to_dict(self) -> dict[str, Any]:
         """The card as JSON-able dict, keys in field order (``extra`` merged in)."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
-        for key in ("calibration", "faithfulness", "model_sha256", "photo_jitter"):  # older cards lack these; keep them as they were
+        for key in ("calibration", "faithfulness", "model_sha256", "photo_jitter", "hidden_hair"):  # older cards lack these; keep them as they were
             if not out[key]:
                 del out[key]
         return {**out, **self.extra}

@@ -52,6 +52,12 @@ if not evaluations.empty:
                    "Rows marked whole photos re-frame the photo itself, so detection and alignment undo most of "
                    "it, as for an upload: that is how much an answer moves for a user.")
         st.dataframe(jitter, hide_index=True, key="table_jitter")
+    hair = charts.hidden_hair_table(card)
+    if not hair.empty:
+        st.caption("Hair: gender accuracy of adults with the outer 15% of each side of the face crop, or its top "
+                   "15%, greyed out, as short or tied-back hair, a hat or a headscarf hide it. A drop for women "
+                   "means the model reads long hair as much as the face.")
+        st.dataframe(hair, hide_index=True, key="table_hidden_hair", column_config=widgets.HIDDEN_HAIR_COLUMNS)
 
 uncertainty = charts.calibration_table(card)
 if not uncertainty.empty:

@@ -104,6 +104,24 @@ def test_the_steadiness_table_adds_whole_photo_rows_when_the_card_has_them(monke
     assert jitter["age spread (years)"].tolist() == [1.1, 0.63] and jitter["faces"].tolist() == [100, 90]
 
 
+def test_the_hidden_hair_table_shows_adults_gender_with_the_hair_greyed_when_the_card_has_it(monkeypatch, tmp_path):
+    card = write_model_card(tmp_path / "card.json")
+    def hair_tables(at):
+        return [d.value for d in at.dataframe if "women: sides hidden" in d.value.columns]
+
+    assert not hair_tables(_page(monkeypatch, card))
+    data = json.loads(card.read_text())
+    data["hidden_hair"] = {"utkface": {"n_women": 731, "n_men": 860, "split": "test",
+                                       "plain": {"women": 0.955, "men": 0.98}, "sides": {"women": 0.878, "men": 0.987},
+                                       "top": {"women": 0.927, "men": 0.978}}}
+    card.write_text(json.dumps(data))
+    at = _page(monkeypatch, card)
+    (hair,) = hair_tables(at)
+    assert hair["data"].tolist() == ["UTKFace (test), adults"]
+    assert hair["women: sides hidden"].tolist() == [0.878] and hair["men: faces"].tolist() == [860]
+    assert any("headscarf" in c.value for c in at.caption)
+
+
 def test_the_ethnicity_mix_trade_off_is_shown_when_the_card_measured_it(monkeypatch, tmp_path):
     card = write_model_card(tmp_path / "card.json")
     data = json.loads(card.read_text())

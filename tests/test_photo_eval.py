@@ -289,5 +289,29 @@ def test_whole_photo_figures_land_on_the_models_own_card_only(tmp_path, monkeypa
     model.write_bytes(b"other weights")
     with pytest.raises(ValueError, match="written for another model file"):
         robustness.main([*common, "--card", str(card_path)])
-    with pytest.raises(SystemExit):  # --card is for one model's whole-photo study
+    with pytest.raises(SystemExit):  # --card is for one model's whole-photo or hidden-hair study
         robustness.main(["--source", f"gen={folder}", "--card", str(card_path)])
+
+
+def test_hidden_hair_figures_land_on_the_models_own_card_only(tmp_path, monkeypatch):
+    from model.card import ModelCard, card_to_update, file_sha256
+    from training import robustness
+
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"weights")
+    card_path = ModelCard(name="m", model_sha256=file_sha256(model), photo_jitter={"x": {"faces": 1}}).write(
+        tmp_path / "card.json")
+    figures = {"n_women": 1, "n_men": 0, "plain": {"women": 1.0, "men": None}}
+    monkeypatch.setattr(robustness, "hidden_hair_report", lambda predictor, faces, labels: dict(figures))
+    monkeypatch.setattr("training.prepare.load_prepared",
+                        lambda spec, folder, size, split: ([], np.zeros((1, 4, 4, 3), np.uint8)))
+    monkeypatch.setattr("training.sources.label_arrays", lambda records: {})
+    monkeypatch.setattr("model.architecture.load_model", lambda path: None)
+    monkeypatch.setattr("model.inference.Predictor", lambda *a, **k: type("P", (), {"input_size": 4})())
+    common = ["--hidden-hair", "--source", f"gen={tmp_path}", "--model", str(model), "--split", "test"]
+    assert robustness.main([*common, "--card", str(card_path)]) == 0
+    card = card_to_update(card_path, model)
+    assert card.hidden_hair == {"gen": {**figures, "split": "test"}} and card.photo_jitter == {"x": {"faces": 1}}
+    model.write_bytes(b"other weights")
+    with pytest.raises(ValueError, match="written for another model file"):
+        robustness.main([*common, "--card", str(card_path)])

@@ -255,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hidden-hair", action="store_true",
                    help="instead: gender accuracy of adult faces with the hair around the face greyed out")
     p.add_argument("--card", default=None,
-                   help="--whole-photos with one --model: store the figures as the card's photo_jitter "
+                   help="--whole-photos or --hidden-hair with one --model: store the figures in the card "
+                        "(photo_jitter, hidden_hair) "
                         "(refused when the card was written for another model file)")
     p.add_argument("--split", default="val", choices=("train", "val", "test"))
     p.add_argument("--limit", type=int, default=600, help="faces per source for the jitter study")
@@ -283,8 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.source:
         p.error("give --source (prepared faces) or --photo")
-    if args.card and not (args.whole_photos and len(models) == 1):
-        p.error("--card needs --whole-photos and one --model")
+    if args.card and not ((args.whole_photos or args.hidden_hair) and len(models) == 1):
+        p.error("--card needs --whole-photos or --hidden-hair, and one --model")
     if args.whole_photos:
         return _whole_photos(args, models)
     if args.hidden_hair:
@@ -307,10 +308,13 @@ def main(argv: list[str] | None = None) -> int:
 def _hidden_hair(args, models: list[str]) -> int:
     from model.architecture import load_model
     from model.calibration import load_for_model
+    from model.card import card_to_update
     from model.inference import Predictor
     from training.prepare import load_prepared
     from training.sources import label_arrays
 
+    if args.card:
+        card_to_update(args.card, models[0])  # refuse a wrong card before any work
     report: dict = {}
     for model_file in models:
         predictor = Predictor(load_model(model_file), flip_tta=not args.no_tta, calibration=load_for_model(model_file))
@@ -318,9 +322,14 @@ def _hidden_hair(args, models: list[str]) -> int:
         for spec in args.source:
             records, faces = load_prepared(spec, Path(args.prepared_dir), predictor.input_size, split=args.split)
             if len(faces):
-                per_source[spec.name] = hidden_hair_report(predictor, faces, label_arrays(records))
+                per_source[spec.name] = {**hidden_hair_report(predictor, faces, label_arrays(records)),
+                                         "split": args.split}
         report[model_file] = per_source
         print(f"{model_file}: {json.dumps(per_source)}", file=sys.stderr)
+    if args.card:
+        card = card_to_update(args.card, models[0])
+        card.hidden_hair = {**card.hidden_hair, **report[models[0]]}
+        card.write(args.card)
     print(json.dumps(report))
     return 0
 

@@ -349,6 +349,20 @@ def jitter_table(card: ModelCard) -> pd.DataFrame:
     return frame.loc[:, frame.notna().any()] if len(frame) else frame  # cards from before a figure existed
 
 
+def hidden_hair_table(card: ModelCard) -> pd.DataFrame:
+    """Adults' gender accuracy with the hair around the face greyed out (the card's hidden_hair):
+    how much the model reads gender from hair, which short hair, a hat or a headscarf hide."""
+    rows = []
+    for name, r in (card.hidden_hair or {}).items():
+        row = {"data": EVALUATION_NAMES.get(name, name) + f" ({r.get('split', '?')}), adults"}
+        for who in ("women", "men"):
+            row[f"{who}: faces"] = r.get(f"n_{who}")
+            for view, label in (("plain", "as photographed"), ("sides", "sides hidden"), ("top", "top hidden")):
+                row[f"{who}: {label}"] = (r.get(view) or {}).get(who)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def card_details(card: ModelCard) -> pd.DataFrame:
     """The model card's identity, input contract, splits and main training settings as rows."""
     splits = card.splits or {}

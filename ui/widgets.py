@@ -282,3 +282,9 @@ EVALUATION_COLUMNS = {
     "ethnicity accuracy": st.column_config.NumberColumn(format="percent"),
     "gender ECE": st.column_config.NumberColumn(format="%.3f"),
 }
+
+#: The hidden-hair table's accuracy columns as percentages.
+HIDDEN_HAIR_COLUMNS = {
+    f"{who}: {label}": st.column_config.NumberColumn(format="percent")
+    for who in ("women", "men") for label in ("as photographed", "sides hidden", "top hidden")
+}
