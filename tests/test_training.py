@@ -307,6 +307,10 @@ def test_multi_source_training_with_partial_labels_and_ranges(tmp_path, monkeypa
     rng_val = card["evaluations"]["rng"]["val"]
     assert rng_val["n_age_range"] > 0 and "in_range" in rng_val["age_range"]
     assert card["data"]["sources"]["gen"]["weight"] == 2.0
+    # hair hidden on the test split's gender-labelled faces; the source without genders has none
+    assert set(card["hidden_hair"]) == {"gen"} and card["hidden_hair"]["gen"]["split"] == "test"
+    hair = card["hidden_hair"]["gen"]
+    assert hair["n_women"] + hair["n_men"] > 0 and set(hair["sides"]) == {"women", "men"}
     assert card["training"]["machine"].endswith("no GPU") or "GPU" in card["training"]["machine"]
     assert len(card["training"]["history"]) == 3
     # A soup of the run's checkpoints, exported with a full card and no training.

@@ -87,6 +87,7 @@ class Readout:
     test: dict[str, dict]  # source -> test-split report
     evaluations: dict[str, dict]  # source -> {"val", "test", "test_degraded"}
     framing_jitter: dict[str, dict]
+    hidden_hair: dict[str, dict]  # source -> training.robustness.hidden_hair_report on the test split
 
     @property
     def test_metrics(self) -> dict:
@@ -105,7 +106,7 @@ def fit_and_evaluate_readout(model, arrays: dict, draws: tuple, ethnicity_mix: s
     from model.inference import Predictor
     from training.calibrate import calibrate_model
     from training.evaluate import degraded_reports
-    from training.robustness import jitter_sample, jitter_spread
+    from training.robustness import hidden_hair_report, jitter_sample, jitter_spread
 
     names = arrays["val"].names
     # The validation split goes through the network once per flip setting: the raw outputs
@@ -133,11 +134,16 @@ def fit_and_evaluate_readout(model, arrays: dict, draws: tuple, ethnicity_mix: s
         faces = jitter_sample(arrays["val"].images[arrays["val"].source == code], JITTER_FACES)
         if len(faces):
             robustness[name] = jitter_spread(predictor, faces)
+    hair = {}
+    for code, name in enumerate(names):
+        part = arrays["test"].subset(arrays["test"].source == code)
+        if (part.labels["gender"] >= 0).any():
+            hair[name] = {**hidden_hair_report(predictor, part.images, part.labels), "split": "test"}
     if first not in test:
         test = {first: {"n": 0}, **test}
     return Readout(flip_tta=flip_tta, calibration=calibration, calibration_section=calibration_section,
                    validation_metrics={"flip_tta": val_tta[first], "plain": val_plain[first]},
-                   test=test, evaluations=evaluations, framing_jitter=robustness)
+                   test=test, evaluations=evaluations, framing_jitter=robustness, hidden_hair=hair)
 
 
 def recalibrate_exported(model_path: Path, card_path: Path, arrays: dict, draws: tuple,
@@ -165,7 +171,7 @@ def recalibrate_exported(model_path: Path, card_path: Path, arrays: dict, draws:
     updated = replace(card, flip_tta=readout.flip_tta, validation_metrics=readout.validation_metrics,
                       calibration=readout.calibration_section, test_metrics=readout.test_metrics,
                       evaluations=readout.evaluations, framing_jitter=readout.framing_jitter,
-                      model_sha256=card.model_sha256 or file_sha256(model_path))
+                      hidden_hair=readout.hidden_hair, model_sha256=card.model_sha256 or file_sha256(model_path))
     updated.write(card_path)
     summary_keys = ("n", "age_mae", "gender_accuracy", "ethnicity_accuracy")
     return {"output": str(model_path), "model_card": str(card_path),
@@ -214,6 +220,7 @@ def export_model(run_dir: Path, cfg, arrays: dict, summary: dict, train_minutes:
         test_metrics=readout.test_metrics,
         evaluations=readout.evaluations,
         framing_jitter=readout.framing_jitter,
+        hidden_hair=readout.hidden_hair,
         training={
             "minutes": round(train_minutes, 1),
             "machine": machine_description(),
