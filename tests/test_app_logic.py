@@ -275,10 +275,12 @@ def test_an_analysed_photo_keeps_its_upload_and_screen_images_not_its_pixels():
 
 def test_card_details_are_rows_not_json(tmp_path):
     card = read_card(write_model_card(tmp_path / "card.json"))
-    card.training["config"] = {"epochs": 24, "lr": 3e-4, "data_dir": "/private/path"}
+    card.training["config"] = {"epochs": 24, "lr": 3e-4, "data_dir": "/private/path", "hair_occlusion": 0.25,
+                               "hair_occlusion_min_age": 18.0}
     details = charts.card_details(card).set_index("field")["value"]
     assert details["name"] == "test_model" and details["train / val / test faces"] == "800 / 100 / 100"
     assert details["training epochs"] == "24" and "training data dir" not in details
+    assert details["training hair occlusion"] == "0.25" and details["training hair occlusion min age"] == "18.0"
     assert charts.card_details(ModelCard()).shape[0] == 6
 
 

@@ -260,7 +260,7 @@ def per_class_table(report: dict) -> pd.DataFrame:
 
 _CONFIG_KEYS: tuple[str, ...] = (
     "input_size", "batch_size", "head_epochs", "epochs", "lr", "fine_tune_from", "schedule", "age_loss_weight",
-    "label_smoothing", "class_weight_power", "seed",
+    "label_smoothing", "class_weight_power", "seed", "augment", "hair_occlusion", "hair_occlusion_min_age",
 )
 
 
