@@ -305,6 +305,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _report(args, models: list[str], report: dict, card_field: str) -> int:
+    """Print the report; with --card, merge the (one) model's figures into that card field."""
+    from model.card import card_to_update
+
+    if args.card:
+        card = card_to_update(args.card, models[0])
+        setattr(card, card_field, {**getattr(card, card_field), **report[models[0]]})
+        card.write(args.card)
+    print(json.dumps(report))
+    return 0
+
+
 def _hidden_hair(args, models: list[str]) -> int:
     from model.architecture import load_model
     from model.calibration import load_for_model
@@ -326,12 +338,7 @@ def _hidden_hair(args, models: list[str]) -> int:
                                          "split": args.split}
         report[model_file] = per_source
         print(f"{model_file}: {json.dumps(per_source)}", file=sys.stderr)
-    if args.card:
-        card = card_to_update(args.card, models[0])
-        card.hidden_hair = {**card.hidden_hair, **report[models[0]]}
-        card.write(args.card)
-    print(json.dumps(report))
-    return 0
+    return _report(args, models, report, "hidden_hair")
 
 
 def _whole_photos(args, models: list[str]) -> int:
@@ -363,12 +370,7 @@ def _whole_photos(args, models: list[str]) -> int:
             report[model_file][spec.name] = {**photo_jitter_spread(predictor, crops), "photos": len(photos),
                                              "left_out_no_face_in_a_view": missed}
         print(f"{spec.name}: " + json.dumps({m: r[spec.name] for m, r in report.items()}), file=sys.stderr)
-    if args.card:
-        card = card_to_update(args.card, models[0])
-        card.photo_jitter = {**card.photo_jitter, **report[models[0]]}
-        card.write(args.card)
-    print(json.dumps(report))
-    return 0
+    return _report(args, models, report, "photo_jitter")
 
 
 if __name__ == "__main__":
