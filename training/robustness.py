@@ -172,16 +172,13 @@ HAIR_HIDINGS: tuple[tuple[str, float, float], ...] = (("plain", 0.0, 0.0), ("sid
 
 def hide_hair(faces: np.ndarray, side: float, top: float, grey: int = 128) -> np.ndarray:
     """(N, S, S, 3) aligned crops with the outer ``side`` of each side and the top ``top``
-    of the height set to one grey (where hair sits in the aligned framing)."""
-    out = np.array(faces, copy=True)
-    size = out.shape[2]
-    k, t = int(round(side * size)), int(round(top * out.shape[1]))
-    if k:
-        out[:, :, :k] = grey
-        out[:, :, size - k:] = grey
-    if t:
-        out[:, :t] = grey
-    return out
+    of the height set to one grey: the same region training hides (training.augment.hair_mask)."""
+    import tensorflow as tf
+
+    from training.augment import hair_mask
+
+    mask = hair_mask(faces.shape[1], tf.fill([1, 1, 1], float(side)), tf.fill([1, 1, 1], float(top))).numpy()[0]
+    return np.where(mask > 0, np.asarray(grey, faces.dtype), faces)
 
 
 def hidden_hair_report(predictor, faces: np.ndarray, labels: dict[str, np.ndarray], min_age: int = 20) -> dict:

@@ -349,6 +349,10 @@ def jitter_table(card: ModelCard) -> pd.DataFrame:
     return frame.loc[:, frame.notna().any()] if len(frame) else frame  # cards from before a figure existed
 
 
+#: The hidden-hair study's views (training.robustness.HAIR_HIDINGS) as the Model page names them.
+HAIR_VIEW_LABELS: dict[str, str] = {"plain": "as photographed", "sides": "sides hidden", "top": "top hidden"}
+
+
 def hidden_hair_table(card: ModelCard) -> pd.DataFrame:
     """Adults' gender accuracy with the hair around the face greyed out (the card's hidden_hair):
     how much the model reads gender from hair, which short hair, a hat or a headscarf hide."""
@@ -357,7 +361,7 @@ def hidden_hair_table(card: ModelCard) -> pd.DataFrame:
         row = {"data": EVALUATION_NAMES.get(name, name) + f" ({r.get('split', '?')}), adults"}
         for who in ("women", "men"):
             row[f"{who}: faces"] = r.get(f"n_{who}")
-            for view, label in (("plain", "as photographed"), ("sides", "sides hidden"), ("top", "top hidden")):
+            for view, label in HAIR_VIEW_LABELS.items():
                 row[f"{who}: {label}"] = (r.get(view) or {}).get(who)
         rows.append(row)
     return pd.DataFrame(rows)

@@ -286,5 +286,5 @@ EVALUATION_COLUMNS = {
 #: The hidden-hair table's accuracy columns as percentages.
 HIDDEN_HAIR_COLUMNS = {
     f"{who}: {label}": st.column_config.NumberColumn(format="percent")
-    for who in ("women", "men") for label in ("as photographed", "sides hidden", "top hidden")
+    for who in ("women", "men") for label in charts.HAIR_VIEW_LABELS.values()
 }
