@@ -88,7 +88,7 @@ def test_a_link_to_a_page_opens_that_page_without_a_not_found_dialog(app_url):
     no app.py); the page sends itself back through st.navigation (ui.runtime). Each page's URL
     path is its file's name: with a pages/ folder beside st.navigation, Streamlit showed "Page
     not found" over a linked page whose path differed (/model, before it became model_card). The
-    default page lives at / and /analyze switches to it (app.py's hidden page)."""
+    default page lives at / and /analyze and /home switch to it (app.py's hidden pages)."""
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
@@ -96,7 +96,8 @@ def test_a_link_to_a_page_opens_that_page_without_a_not_found_dialog(app_url):
                                              timeout=60_000)
         try:
             for path, heading in (("explain", "Explain a prediction"), ("model_card", "The model"),
-                                  ("dataset", "Dataset explorer"), ("analyze", "Analyze a photo")):
+                                  ("dataset", "Dataset explorer"), ("analyze", "Analyze a photo"),
+                                  ("home", "Analyze a photo")):
                 linked = browser.new_page(viewport={"width": 1200, "height": 900})
                 linked.goto(urljoin(app_url + "/", path), wait_until="domcontentloaded", timeout=STEP_MS)
                 expect(linked.get_by_role("heading", name=heading)).to_be_visible(timeout=STEP_MS)
