@@ -115,23 +115,25 @@ class FaceDetector:
         self.max_faces = int(max_faces)
         self.pad_retry = float(pad_retry)
 
-    def detect(self, photo: np.ndarray) -> list[Detection]:
+    def detect(self, photo: np.ndarray, *, pad_retry: bool = True) -> list[Detection]:
         """All faces in an HxWx3 uint8 RGB photo, left to right; [] when there is none.
 
         Raises :class:`TooManyFacesError` above ``max_faces``.
         """
-        return check_face_count(self.detect_all(photo), self.max_faces)
+        return check_face_count(self.detect_all(photo, pad_retry=pad_retry), self.max_faces)
 
-    def detect_all(self, photo: np.ndarray) -> list[Detection]:
+    def detect_all(self, photo: np.ndarray, *, pad_retry: bool = True) -> list[Detection]:
         """Like :meth:`detect` with no face limit (a crowd gives every face it holds).
 
         When nothing is found, once more on a copy padded by ``pad_retry`` of the longer
         side with replicated borders: of the UTKFace crops (200 px, tight) where MTCNN
         finds no face, mostly babies, that finds 129 of 200. Coordinates come back in the
         photo's pixels (a box may reach past its edge; alignment replicates borders too).
+        ``pad_retry=False`` skips that second try, which costs about twice the first on an
+        empty 640x480 frame (live video asks for it only now and then, see model.live).
         """
         found = self._detect_once(photo)
-        if found or self.pad_retry <= 0 or min(photo.shape[:2]) < _MTCNN_MIN_INPUT:
+        if found or not pad_retry or self.pad_retry <= 0 or min(photo.shape[:2]) < _MTCNN_MIN_INPUT:
             return found
         pad = int(round(self.pad_retry * max(photo.shape[:2])))
         padded = cv2.copyMakeBorder(np.ascontiguousarray(photo), pad, pad, pad, pad, cv2.BORDER_REPLICATE)

@@ -6,7 +6,8 @@
 
 MTCNN costs ~250-450 ms on a 640x480 frame, far more than a frame's budget, so it
 runs every ``detect_every`` frames (sooner when a face is lost), by default on a
-background thread while frames keep flowing. Between detections each face is
+background thread while frames keep flowing; on an empty scene it skips the detector's
+padded second try most of the time (``pad_retry_every``), so someone stepping in is found sooner. Between detections each face is
 followed by template matching (normalised cross-correlation of the face patch from
 its last detection, searched around its box on a downscaled grey frame; ~1 ms) and
 its five landmarks move with the box. Detections are matched to tracks by IoU
@@ -44,7 +45,8 @@ TRACK_COLOURS: tuple[tuple[int, int, int], ...] = (
 
 
 class Detector(Protocol):
-    def detect(self, photo: np.ndarray) -> list: ...  # list of model.face_detect.Detection
+    # list of model.face_detect.Detection; pad_retry: try a border-padded copy when nothing is found
+    def detect(self, photo: np.ndarray, *, pad_retry: bool = True) -> list: ...
 
 
 class Predictor(Protocol):
@@ -69,6 +71,12 @@ class LiveConfig:
     catch_up_margin: float = 1.5  # the same, for the first search after a detection of an older frame
     template_width: int = 40  # px: faces are matched at this width (downscaled), whatever their size
     new_stream_after: float = 2.0  # seconds without frames: the next frame starts afresh (no old tracks)
+    # On an empty scene the detector's padded second try (for a face too close to the camera to leave
+    # MTCNN a margin) triples a detection's time, and so the wait before someone who steps in is found.
+    # It runs on every pad_retry_every-th empty detection in a row (the first of them included), and on
+    # every one while the last face seen was close: its box side at least close_face of the frame's shorter side.
+    pad_retry_every: int = 4
+    close_face: float = 0.4
 
 
 @dataclass
@@ -348,9 +356,10 @@ class LiveStats:
 
 
 class _DetectionJob:
-    def __init__(self, frame_number: int, frame: np.ndarray):
+    def __init__(self, frame_number: int, frame: np.ndarray, pad_retry: bool = True):
         self.frame_number = frame_number
         self.frame = frame
+        self.pad_retry = pad_retry
         self.detections: list = []
         self.error: BaseException | None = None
         self.seconds = 0.0
@@ -359,7 +368,7 @@ class _DetectionJob:
     def run(self, detector: Detector) -> None:
         t0 = time.perf_counter()
         try:
-            self.detections = list(detector.detect(self.frame))
+            self.detections = list(detector.detect(self.frame, pad_retry=self.pad_retry))
         except Exception as exc:  # e.g. a crowd (TooManyFacesError): reported, the stream goes on
             self.error = exc
         self.seconds = time.perf_counter() - t0
@@ -389,12 +398,12 @@ class DetectionWorker:
         job = self._job
         return job is not None and job.done.wait(timeout)
 
-    def submit(self, frame_number: int, frame: np.ndarray) -> bool:
+    def submit(self, frame_number: int, frame: np.ndarray, pad_retry: bool = True) -> bool:
         """Start detecting ``frame`` unless a detection is running or uncollected."""
         with self._lock:
             if self._job is not None:
                 return False
-            job = self._job = _DetectionJob(frame_number, frame)
+            job = self._job = _DetectionJob(frame_number, frame, pad_retry)
         threading.Thread(target=job.run, args=(self.detector,), name="facelens-live-detect", daemon=True).start()
         return True
 
@@ -440,6 +449,8 @@ class LiveProcessor:
         self._worker = DetectionWorker(detector) if background else None
         self._last_detect_request = -(10**9)
         self._lost_since_request = False
+        self._empty_detections = 0  # detections in a row that found nothing
+        self._close_face = False  # the last detection that found a face found a close one
         self._greys: dict[int, np.ndarray] = {}  # frame number -> grey frame awaiting its detection
         self._last: tuple[np.ndarray, list[LiveFace]] | None = None
         self._last_lock = threading.Lock()
@@ -462,6 +473,7 @@ class LiveProcessor:
         if last is not None and self.clock() - last > self.config.new_stream_after:
             self.tracks = []  # a new stream (or a long stall): old boxes mean nothing now
             self._last_detect_request = -(10**9)
+            self._empty_detections, self._close_face = 0, False
         t0 = time.perf_counter()
         if self.frame_size is not None and frame.shape[:2] != self.frame_size:
             self._rescale(frame.shape[:2])  # WebRTC lowers the resolution when a side is short of CPU
@@ -520,16 +532,30 @@ class LiveProcessor:
             return since >= max(1, self.config.detect_every // 2)
         return since >= self.config.detect_every
 
+    def pad_retry_due(self) -> bool:
+        """Whether the next detection may try a padded copy when it finds nothing (LiveConfig)."""
+        every = max(1, self.config.pad_retry_every)
+        return self._close_face or self._empty_detections % every == 0
+
     def _request_detection(self, number: int, frame: np.ndarray, grey: np.ndarray) -> None:
         self._last_detect_request = number
         self._lost_since_request = False
+        retry = self.pad_retry_due()
         if self._worker is not None:
             self._greys = {number: grey}
-            self._worker.submit(number, frame)
+            self._worker.submit(number, frame, retry)
             return
-        job = _DetectionJob(number, frame)
+        job = _DetectionJob(number, frame, retry)
         job.run(self.detector)
         self._apply_detection(number, grey, job)  # boxes are this frame's: nothing to track
+
+    def _note_found(self, detections: list, frame_size: tuple[int, int]) -> None:
+        if not detections:
+            self._empty_detections += 1
+            return
+        self._empty_detections = 0
+        side = max(max(d.box[2], d.box[3]) for d in detections)
+        self._close_face = side >= self.config.close_face * min(frame_size)
 
     def _apply_detection(self, det_number: int, grey: np.ndarray | None, job: _DetectionJob) -> None:
         """Merge detections made on frame ``det_number`` into the tracks (IoU there, not now)."""
@@ -538,6 +564,7 @@ class LiveProcessor:
             self.detection_error = f"{type(job.error).__name__}: {job.error}"
             return
         self.detection_error = None
+        self._note_found(job.detections, job.frame.shape[:2])
         if grey is None or grey.shape != self.frame_size:  # detected before a resolution change
             return
         cfg = self.config

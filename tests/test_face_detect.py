@@ -93,6 +93,8 @@ def test_a_face_filling_the_photo_is_found_on_a_padded_copy_and_mapped_back():
     assert det.box == pytest.approx((5, 10, 145, 180)) and det.landmarks["nose"] == pytest.approx((50, 80))
     off = TightCropMTCNN(fake.rows, photo.shape)
     assert FaceDetector(mtcnn=off, pad_retry=0).detect(photo) == [] and len(off.calls) == 1
+    skipped = TightCropMTCNN(fake.rows, photo.shape)  # a caller may skip it once (live video)
+    assert FaceDetector(mtcnn=skipped).detect(photo, pad_retry=False) == [] and len(skipped.calls) == 1
     found = FakeMTCNN([_row(10, 10, 100, 100, 0.99)])  # found at once: no second call
     assert len(FaceDetector(mtcnn=found).detect(photo)) == 1 and len(found.calls) == 1
 

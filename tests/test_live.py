@@ -48,9 +48,11 @@ class FakeDetector:
     def __init__(self, gate: threading.Event | None = None):
         self.calls = 0
         self.gate = gate
+        self.pad_retries: list[bool] = []  # what each call asked for
 
-    def detect(self, photo):
+    def detect(self, photo, *, pad_retry=True):
         self.calls += 1
+        self.pad_retries.append(pad_retry)
         if self.gate is not None:
             assert self.gate.wait(10)
         mask = (photo[..., 2] == 0).astype(np.uint8)
@@ -269,13 +271,37 @@ def test_background_detection_never_blocks_frames():
 
 def test_detection_errors_are_reported_and_the_stream_goes_on():
     class Crowd(FakeDetector):
-        def detect(self, photo):
+        def detect(self, photo, *, pad_retry=True):
             raise ValueError("found 30 faces")
 
     live = processor(Crowd())
     out = live.process(scene({1: (50, 50)}))
     assert out is not None and out.faces == []
     assert live.detection_error == "ValueError: found 30 faces"
+
+
+def test_an_empty_scene_tries_the_padded_copy_only_now_and_then():
+    """The padded second try triples an empty frame's detection; it runs on the first of every
+    pad_retry_every empty detections in a row, after a face was found, and always while the last
+    face seen was close to the camera (it may have grown past the frame)."""
+    detector = FakeDetector()
+    live = processor(detector, detect_every=2, pad_retry_every=3)  # empty scenes detect every frame
+    for _ in range(7):
+        live.process(scene({}))
+    assert detector.pad_retries == [True, False, False, True, False, False, True]
+    live.process(scene({1: (60, 60)}))  # a small face: found, and the count starts again
+    detector.pad_retries.clear()
+    for _ in range(6):
+        live.process(scene({}))
+    assert detector.pad_retries == [True, False, False, True, False, False]
+
+    close = FakeDetector()
+    live = processor(close, detect_every=2, pad_retry_every=3, close_face=SIDE / H)
+    live.process(scene({1: (60, 60)}))  # now a face SIDE px high counts as close
+    close.pad_retries.clear()
+    for _ in range(5):
+        live.process(scene({}))
+    assert close.pad_retries == [True] * 5
 
 
 def test_freeze_keeps_the_raw_frame_and_its_faces():
