@@ -95,11 +95,12 @@ st.plotly_chart(charts.calibration(test), key="chart_calibration")
 
 st.header("Training")
 training = card.training or {}
-st.caption(f"{training.get('minutes', '?')} minutes on {training.get('machine', 'unknown hardware')}.")
+last_run = " for the last training run" if training.get("soup") else ""
+st.caption(f"{training.get('minutes', '?')} minutes{last_run} on {training.get('machine', 'unknown hardware')}.")
 if training.get("soup"):
     st.caption("The shipped weights average several models' weights (a model soup): "
                + "; ".join(f"{w:.0%} {m}" for m, w in zip(training["soup"]["models"], training["soup"]["weights"]))
-               + ". The curves are those of the training run.")
+               + ". The minutes and the curves are those of the last training run; the README gives the whole chain.")
 if training.get("history"):
     st.plotly_chart(charts.training_curves(training["history"]), key="chart_training")
 

@@ -89,8 +89,10 @@ def test_a_soup_says_what_it_averages(monkeypatch, tmp_path):
     data = json.loads(card.read_text())
     data["training"]["soup"] = {"models": ["start.keras", "run best"], "weights": [0.5, 0.5]}
     card.write_text(json.dumps(data))
-    captions = [c.value for c in _page(monkeypatch, card).caption if "model soup" in c.value]
-    assert len(captions) == 1 and "50% start.keras; 50% run best" in captions[0]
+    captions = [c.value for c in _page(monkeypatch, card).caption]
+    soup = [c for c in captions if "model soup" in c]
+    assert len(soup) == 1 and "50% start.keras; 50% run best" in soup[0]
+    assert any("minutes for the last training run on" in c for c in captions)  # not the whole chain's time
 
 
 def test_the_steadiness_table_adds_whole_photo_rows_when_the_card_has_them(monkeypatch, tmp_path):
