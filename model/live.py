@@ -74,7 +74,8 @@ class LiveConfig:
     # On an empty scene the detector's padded second try (for a face too close to the camera to leave
     # MTCNN a margin) triples a detection's time, and so the wait before someone who steps in is found.
     # It runs on every pad_retry_every-th empty detection in a row (the first of them included), and on
-    # every one while the last face seen was close: its box side at least close_face of the frame's shorter side.
+    # each of the first pad_retry_every after a close face (box side at least close_face of the frame's
+    # shorter side), which may have moved past the frame; then one in pad_retry_every again.
     pad_retry_every: int = 4
     close_face: float = 0.4
 
@@ -535,7 +536,7 @@ class LiveProcessor:
     def pad_retry_due(self) -> bool:
         """Whether the next detection may try a padded copy when it finds nothing (LiveConfig)."""
         every = max(1, self.config.pad_retry_every)
-        return self._close_face or self._empty_detections % every == 0
+        return self._empty_detections % every == 0 or (self._close_face and self._empty_detections < every)
 
     def _request_detection(self, number: int, frame: np.ndarray, grey: np.ndarray) -> None:
         self._last_detect_request = number

@@ -178,7 +178,7 @@ def empty_scene(width: int = 640, height: int = 480) -> np.ndarray:
 
 def time_to_find(make_processor, empty: np.ndarray, clip: list[np.ndarray], fps: float, trials: int,
                  empty_s: tuple[float, float] = (2.0, 3.0), give_up_s: float = 5.0, seed: int = 0) -> list[float]:
-    """Seconds from the first frame with a face to the first annotated frame that shows it.
+    """Seconds from the moment a face steps in to the first annotated frame that shows it.
 
     Each trial is a fresh processor fed an empty scene in real time for a random time in
     ``empty_s`` (so the face steps in at a random point of the detection cycle), then
@@ -255,7 +255,7 @@ def main(args) -> int:
     if args.step_in:
         empty = empty_scene()
         print(f"\nsomeone steps into an empty scene ({args.step_in} trials each, no transport): "
-              "time from the first frame with the face to the first annotated frame showing it")
+              "time from the moment the face appears to the first annotated frame showing it")
         for every, what in ((1, "padded retry on every empty detection"),
                             (config.pad_retry_every, f"padded retry on every {config.pad_retry_every}th (the default)")):
             waits = time_to_find(lambda every=every: LiveProcessor(analyzer.detector, predictor,

@@ -282,8 +282,8 @@ def test_detection_errors_are_reported_and_the_stream_goes_on():
 
 def test_an_empty_scene_tries_the_padded_copy_only_now_and_then():
     """The padded second try triples an empty frame's detection; it runs on the first of every
-    pad_retry_every empty detections in a row, after a face was found, and always while the last
-    face seen was close to the camera (it may have grown past the frame)."""
+    pad_retry_every empty detections in a row (so right after a face was found), and on each of the
+    first pad_retry_every after a face close to the camera (it may have grown past the frame)."""
     detector = FakeDetector()
     live = processor(detector, detect_every=2, pad_retry_every=3)  # empty scenes detect every frame
     for _ in range(7):
@@ -299,9 +299,9 @@ def test_an_empty_scene_tries_the_padded_copy_only_now_and_then():
     live = processor(close, detect_every=2, pad_retry_every=3, close_face=SIDE / H)
     live.process(scene({1: (60, 60)}))  # now a face SIDE px high counts as close
     close.pad_retries.clear()
-    for _ in range(5):
+    for _ in range(7):
         live.process(scene({}))
-    assert close.pad_retries == [True] * 5
+    assert close.pad_retries == [True, True, True, True, False, False, True]  # then back to one in three
 
 
 def test_freeze_keeps_the_raw_frame_and_its_faces():
