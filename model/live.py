@@ -533,7 +533,7 @@ class LiveProcessor:
             return since >= max(1, self.config.detect_every // 2)
         return since >= self.config.detect_every
 
-    def pad_retry_due(self) -> bool:
+    def _pad_retry_due(self) -> bool:
         """Whether the next detection may try a padded copy when it finds nothing (LiveConfig)."""
         every = max(1, self.config.pad_retry_every)
         return self._empty_detections % every == 0 or (self._close_face and self._empty_detections < every)
@@ -541,7 +541,7 @@ class LiveProcessor:
     def _request_detection(self, number: int, frame: np.ndarray, grey: np.ndarray) -> None:
         self._last_detect_request = number
         self._lost_since_request = False
-        retry = self.pad_retry_due()
+        retry = self._pad_retry_due()
         if self._worker is not None:
             self._greys = {number: grey}
             self._worker.submit(number, frame, retry)

@@ -95,11 +95,12 @@ st.plotly_chart(charts.calibration(test), key="chart_calibration")
 
 st.header("Training")
 training = card.training or {}
-last_run = " for the last training run" if training.get("soup") else ""
+soup = training.get("soup")
+last_run = " for the last training run" if soup else ""
 st.caption(f"{training.get('minutes', '?')} minutes{last_run} on {training.get('machine', 'unknown hardware')}.")
-if training.get("soup"):
+if soup:
     st.caption("The shipped weights average several models' weights (a model soup): "
-               + "; ".join(f"{w:.0%} {m}" for m, w in zip(training["soup"]["models"], training["soup"]["weights"]))
+               + "; ".join(f"{w:.0%} {m}" for m, w in zip(soup["models"], soup["weights"]))
                + ". The minutes and the curves are those of the last training run; the README gives the whole chain.")
 if training.get("history"):
     st.plotly_chart(charts.training_curves(training["history"]), key="chart_training")
